@@ -1,0 +1,103 @@
+"""The Triton twin of csrc/common/multi_tensor_apply.cuh: lists of tensors cut into fixed-size
+chunks, one program per chunk.
+
+Triton has no pointer arrays, so the addresses of the tensors travel as an int64 tensor and a
+kernel casts them back (``tl.load(addresses + t).to(tl.pointer_type(DTYPE))``). The tables are
+built on the host once per distinct set of tensors and kept in a small cache, since optimizers
+and norms are called on the same parameters every step.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import triton.language as tl
+
+TRITON_DTYPES = {
+    torch.float32: tl.float32,
+    torch.float64: tl.float64,
+    torch.float16: tl.float16,
+    torch.bfloat16: tl.bfloat16,
+}
+
+
+class ChunkTable(NamedTuple):
+    """Where each program of a multi-tensor launch works. All tensors on the lists' device."""
+
+    addresses: torch.Tensor  # (depth, n) int64: data pointers of each list's tensors
+    numels: torch.Tensor  # (n,) int64
+    positions: torch.Tensor  # (n,) int64: each tensor's position in the caller's lists
+    first_chunk: torch.Tensor  # (n,) int64: global id of each tensor's first chunk
+    block_slot: torch.Tensor  # (blocks,) int32: the tensor (index into the rows above)
+    block_chunk: torch.Tensor  # (blocks,) int32: the chunk within that tensor
+    blocks: int
+
+
+def chunk_counts(tensors: Sequence[torch.Tensor], chunk_size: int) -> list[int]:
+    """Global numbering of chunks: tensor i owns chunks [first[i], first[i+1]); first[-1] is the
+    total. Same layout as ChunkLayout in csrc/common/multi_tensor.h."""
+    first = [0]
+    for t in tensors:
+        first.append(first[-1] + -(-t.numel() // chunk_size))
+    return first
+
+
+_cache: OrderedDict[tuple, ChunkTable] = OrderedDict()
+_CACHE_SIZE = 16
+
+
+def chunk_table(
+    lists: Sequence[Sequence[torch.Tensor]],
+    which: Sequence[int],
+    chunk_size: int,
+    per_tensor: bool = False,
+) -> ChunkTable:
+    """The table for the tensors at positions ``which`` of ``lists`` (parallel lists of equal
+    length): one program per chunk, or one per non-empty tensor if ``per_tensor``."""
+    key = (
+        chunk_size,
+        per_tensor,
+        tuple(which),
+        tuple(tuple(lst[i].data_ptr() for i in which) for lst in lists),
+        tuple(lists[0][i].numel() for i in which),
+    )
+    table = _cache.get(key)
+    if table is not None:
+        _cache.move_to_end(key)
+        return table
+    first = chunk_counts(lists[0], chunk_size)
+    slots, block_slot, block_chunk = [], [], []
+    for i in which:
+        chunks = first[i + 1] - first[i]
+        if chunks == 0:
+            continue
+        if per_tensor:
+            chunks = 1
+        block_slot += [len(slots)] * chunks
+        block_chunk += range(chunks)
+        slots.append(i)
+    device = lists[0][0].device
+    table = ChunkTable(
+        addresses=torch.tensor(
+            [[lst[i].data_ptr() for i in slots] for lst in lists], dtype=torch.int64
+        ).to(device),
+        numels=torch.tensor([lists[0][i].numel() for i in slots], dtype=torch.int64).to(device),
+        positions=torch.tensor(slots, dtype=torch.int64).to(device),
+        first_chunk=torch.tensor([first[i] for i in slots], dtype=torch.int64).to(device),
+        block_slot=torch.tensor(block_slot, dtype=torch.int32).to(device),
+        block_chunk=torch.tensor(block_chunk, dtype=torch.int32).to(device),
+        blocks=len(block_slot),
+    )
+    _cache[key] = table
+    if len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return table
+
+
+def positions_by_dtype(tensors: Sequence[torch.Tensor]) -> dict[torch.dtype, list[int]]:
+    groups: dict[torch.dtype, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(t.dtype, []).append(i)
+    return groups

@@ -1,0 +1,104 @@
+"""The mlperf-logging compliance checker, run on a run's own log.
+
+MLPerf benchmarks are checked against the package's training rules of the 2.1.0 round (the
+round of the seeds and hyperparameters this project follows), closed or open division as the
+log says. A workload that is not an MLPerf benchmark (a test workload, a new model) is checked
+against the same common and division rules, with the benchmark-specific file left out: the
+rules are read from the installed package and only the submission_benchmark record is changed.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import yaml
+from mlperf_logging.compliance_checker import mlp_compliance
+
+RULESET = "2.1.0"
+MLPERF_BENCHMARKS = ("resnet", "ssd", "maskrcnn", "minigo", "dlrm", "bert", "rnnt", "unet3d")
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    ruleset: str  # "training 2.1.0"
+    rules: str  # "mlperf" (the package's rules as they are) or "common" (benchmark file left out)
+    messages: str  # what the checker reported; empty when it passed cleanly
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.WARNING:
+            self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _captured() -> Iterator[_Capture]:
+    root = logging.getLogger()
+    capture = _Capture()
+    old_level = root.level
+    root.addHandler(capture)
+    root.setLevel(min(old_level, logging.WARNING) if old_level else logging.WARNING)
+    try:
+        yield capture
+    finally:
+        root.removeHandler(capture)
+        root.setLevel(old_level)
+
+
+def _rules_dir() -> str:
+    return os.path.join(os.path.dirname(mlp_compliance.__file__), f"training_{RULESET}")
+
+
+def _common_rules(benchmark: str, out_dir: str) -> str:
+    """Write the package's common and division rules, with submission_benchmark accepting
+    ``benchmark`` and enqueueing nothing more, into ``out_dir``; return the entry file."""
+    src = _rules_dir()
+    with open(os.path.join(src, "common.yaml")) as f:
+        common = yaml.safe_load(f)
+    for record in common:
+        key = record.get("KEY", {})
+        if key.get("NAME") == "submission_division":
+            key["POST"] = key["POST"].replace(f"training_{RULESET}/", out_dir + "/")
+    with open(os.path.join(out_dir, "common.yaml"), "w") as f:
+        yaml.safe_dump(common, f, sort_keys=False)
+    for division in ("closed", "open"):
+        with open(os.path.join(src, f"{division}_common.yaml")) as f:
+            rules = yaml.safe_load(f)
+        for record in rules:
+            key = record.get("KEY", {})
+            if key.get("NAME") == "submission_benchmark":
+                key["CHECK"] = f"v['value'] == {benchmark!r}"
+                key.pop("POST", None)
+        with open(os.path.join(out_dir, f"{division}_common.yaml"), "w") as f:
+            yaml.safe_dump(rules, f, sort_keys=False)
+    return os.path.join(out_dir, "common.yaml")
+
+
+def check_log(path: str, benchmark: str) -> Verdict:
+    """Run the compliance checker on the MLPerf log at ``path``."""
+    ruleset = f"training {RULESET}"
+    checker = mlp_compliance.make_checker("training", RULESET, quiet=False, werror=False)
+    mlp_compliance.enqueued_configs.clear()  # module state left over by an earlier failure
+    with tempfile.TemporaryDirectory() as tmp, _captured() as capture:
+        if benchmark in MLPERF_BENCHMARKS:
+            rules, config = "mlperf", f"training_{RULESET}/common.yaml"
+        else:
+            rules, config = "common", _common_rules(benchmark, tmp)
+        try:
+            passed = checker.check_file(path, config)
+        except Exception as e:  # the checker's own failure is a failed check, not a crash
+            passed = False
+            capture.lines.append(f"compliance checker failed: {type(e).__name__}: {e}")
+    return Verdict(bool(passed), ruleset, rules, "\n".join(capture.lines).strip())

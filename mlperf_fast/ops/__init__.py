@@ -1,0 +1,9 @@
+"""The public ops of mlperf_fast.
+
+Each op checks its arguments before any launch, runs on the CPU and the GPU with the same
+semantics, and picks its backend (native C++/CUDA, Triton, or PyTorch) as described in
+``mlperf_fast.ops._library``.
+"""
+from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
+
+__all__ = ["multi_tensor_l2norm"]

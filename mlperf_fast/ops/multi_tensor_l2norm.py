@@ -1,0 +1,76 @@
+"""L2 norms of a list of tensors in one pass: each tensor's norm and the norm of them all.
+
+The global gradient norm for clipping and the per-tensor norms of LAMB's trust ratio are this
+op. It replaces ``torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from mlperf_fast.ops import _checks
+from mlperf_fast.ops._library import choose_backend, load_extension
+
+# Elements per chunk (one CUDA block's or Triton program's work); matches kL2NormChunk in
+# csrc/multi_tensor_l2norm/multi_tensor_l2norm.h.
+CHUNK_SIZE = 65536
+
+
+def _out_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def multi_tensor_l2norm(
+    tensors: Sequence[torch.Tensor], per_tensor: bool = False, *, backend: str = "auto"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2 norm of the concatenation of ``tensors``, and of each tensor.
+
+    Args:
+        tensors: tensors of any shapes and sizes (empty ones included), float32, float64,
+            float16 or bfloat16 (mixed dtypes allowed), dense, all on one device. Non-contiguous
+            tensors are read through a contiguous copy.
+        per_tensor: also return each tensor's norm.
+        backend: "auto", "native" (C++ or CUDA kernel), "triton" or "torch"; see
+            ``mlperf_fast.ops._library``.
+
+    Returns:
+        ``(total, norms)``: ``total`` is a 0-dim tensor, ``norms`` has shape ``(len(tensors),)``
+        if ``per_tensor`` else ``(0,)``. Both are float64 if any input is float64, else float32
+        (float16 and bfloat16 are accumulated in float32), on the tensors' device. The sum is
+        reduced in a fixed order, so repeated calls give identical results. An empty list gives
+        a zero norm on the CPU.
+    """
+    tensors = _checks.tensor_list(tensors, "tensors")
+    _checks.float_dtypes(tensors, "tensors")
+    if not tensors:
+        return torch.zeros((), dtype=torch.float32), torch.zeros(0, dtype=torch.float32)
+    chosen = choose_backend("multi_tensor_l2norm", tensors[0].device, backend)
+    if chosen == "native":
+        return torch.ops.mlperf_fast.multi_tensor_l2norm(tensors, per_tensor)
+    if chosen == "triton":
+        from mlperf_fast.kernels import multi_tensor_l2norm as triton_kernel
+
+        return triton_kernel.multi_tensor_l2norm(tensors, per_tensor)
+    return multi_tensor_l2norm_torch(tensors, per_tensor)
+
+
+def multi_tensor_l2norm_torch(
+    tensors: Sequence[torch.Tensor], per_tensor: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pure-PyTorch implementation: same contract as :func:`multi_tensor_l2norm`."""
+    dtype = _out_dtype(tensors)
+    norms = torch.stack(
+        [torch.linalg.vector_norm(t.reshape(-1), dtype=dtype) for t in tensors]
+    )
+    total = torch.linalg.vector_norm(norms)
+    return total, norms if per_tensor else norms.new_empty(0)
+
+
+if load_extension():
+
+    @torch.library.register_fake("mlperf_fast::multi_tensor_l2norm")
+    def _(tensors: list[torch.Tensor], per_tensor: bool = False):
+        dtype = _out_dtype(tensors)
+        total = tensors[0].new_empty((), dtype=dtype)
+        return total, tensors[0].new_empty((len(tensors) if per_tensor else 0,), dtype=dtype)

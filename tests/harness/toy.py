@@ -1,0 +1,156 @@
+"""A small workload that really learns, for testing the harness: a 2-layer MLP classifying
+points whose labels come from a planted random linear teacher. Not a registered benchmark.
+
+Data: ``train.npz`` and ``eval.npz`` (arrays ``x`` float32 (N, 16), ``y`` int64 (N,)) in a data
+dir, or the same arrays generated in memory from a fixed seed when there is none.
+
+Environment hooks for the tests: TOY_KILL_AT_EPOCH=k kills the process with SIGKILL when epoch k
+begins; TOY_SAVE_WEIGHTS=1 saves each rank's weights after every epoch to <output>/weights_rank<r>.pt.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from mlperf_fast.harness import DataError, RunContext, Workload
+
+DIM, CLASSES = 16, 4
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    target: float = 0.95
+    max_epochs: int = 20
+    epochs_per_block: int = 1
+    global_batch: int = 64
+    lr: float = 0.02
+    train_samples: int = 4096
+    eval_samples: int = 1024
+
+
+CONFIGS = {
+    "default": ToyConfig(),
+    "two_per_block": ToyConfig(epochs_per_block=2),
+    # never converges: for runs that must go the whole budget (resume, scoring)
+    "unreachable": ToyConfig(target=1.01, max_epochs=5),
+}
+
+
+def planted_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    teacher = np.random.default_rng(1234).normal(size=(DIM, CLASSES))  # one for every split
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, DIM)).astype(np.float32)
+    y = (x @ teacher).argmax(axis=1).astype(np.int64)
+    return x, y
+
+
+def write_data(data_dir: str, cfg: ToyConfig = ToyConfig()) -> None:
+    os.makedirs(data_dir, exist_ok=True)
+    for name, n, seed in (("train", cfg.train_samples, 1), ("eval", cfg.eval_samples, 2)):
+        x, y = planted_data(n, seed)
+        np.savez(os.path.join(data_dir, f"{name}.npz"), x=x, y=y)
+
+
+def read_split(data_dir: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    path = os.path.join(data_dir, f"{name}.npz")
+    if not os.path.exists(path):
+        raise DataError(f"{path} is missing")
+    try:
+        with np.load(path) as f:
+            x, y = f["x"], f["y"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path} is not a valid split ({e})") from e
+    if x.ndim != 2 or x.shape[1] != DIM or y.shape != (x.shape[0],):
+        raise DataError(f"{path}: expected x (N, {DIM}) and y (N,), got {x.shape} and {y.shape}")
+    return x, y
+
+
+class ToyWorkload(Workload):
+    benchmark = "toy"
+    quality_name = "accuracy"
+
+    @classmethod
+    def configs(cls) -> dict[str, ToyConfig]:
+        return CONFIGS
+
+    @classmethod
+    def default_config(cls, data_dir: str | None) -> str:
+        return "default"
+
+    @classmethod
+    def check_data(cls, config: ToyConfig, data_dir: str | None) -> None:
+        if data_dir is not None:
+            for name in ("train", "eval"):
+                read_split(data_dir, name)
+
+    def __init__(self, config: ToyConfig, ctx: RunContext) -> None:
+        super().__init__(config, ctx)
+
+    @property
+    def target(self) -> float:
+        return self.config.target
+
+    @property
+    def max_epochs(self) -> int:
+        return self.config.max_epochs
+
+    @property
+    def epochs_per_block(self) -> int:
+        return self.config.epochs_per_block
+
+    def hyperparameters(self) -> dict:
+        return {"global_batch_size": self.config.global_batch, "opt_name": "sgd",
+                "opt_base_learning_rate": self.config.lr,
+                "gradient_accumulation_steps": 1,
+                "train_samples": self.config.train_samples,
+                "eval_samples": self.config.eval_samples}
+
+    def build(self) -> None:
+        cfg, ctx = self.config, self.ctx
+        if ctx.data_dir is None:
+            train, evals = planted_data(cfg.train_samples, 1), planted_data(cfg.eval_samples, 2)
+        else:
+            train, evals = read_split(ctx.data_dir, "train"), read_split(ctx.data_dir, "eval")
+        self.x, self.y = (torch.from_numpy(a).to(ctx.device) for a in train)
+        self.ex, self.ey = (torch.from_numpy(a).to(ctx.device) for a in evals)
+        self.model = torch.nn.Sequential(
+            torch.nn.Linear(DIM, 64), torch.nn.ReLU(), torch.nn.Linear(64, CLASSES)
+        ).to(ctx.device)
+        self.ddp = ctx.wrap_model(self.model)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=0.9)
+
+    def train_epoch(self, epoch: int) -> None:
+        kill_at = os.environ.get("TOY_KILL_AT_EPOCH")
+        if kill_at is not None and int(kill_at) == epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+        cfg, ctx = self.config, self.ctx
+        g = torch.Generator().manual_seed(ctx.seed * 1000 + epoch)
+        order = torch.randperm(len(self.x), generator=g).to(ctx.device)
+        per_rank = cfg.global_batch // ctx.world_size
+        for start in range(0, len(order) - cfg.global_batch + 1, cfg.global_batch):
+            idx = order[start + ctx.rank * per_rank: start + (ctx.rank + 1) * per_rank]
+            loss = F.cross_entropy(self.ddp(self.x[idx]), self.y[idx])
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            ctx.report_step(cfg.global_batch, loss.detach())
+        if os.environ.get("TOY_SAVE_WEIGHTS"):  # the last epoch's save is the one that stays
+            torch.save(self.model.state_dict(),
+                       os.path.join(ctx.output_dir, f"weights_rank{ctx.rank}.pt"))
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        return (self.model(self.ex).argmax(1) == self.ey).float().mean().item()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])

@@ -1,0 +1,13 @@
+"""``python tests/harness/toy_main.py ARGS``: the training CLI with the toy workload registered,
+for tests that need a separate process (torchrun, a killed run)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from mlperf_fast.train import main, register  # noqa: E402
+
+register("toy", "toy:ToyWorkload", "planted-teacher classifier (tests only)")
+
+if __name__ == "__main__":
+    sys.exit(main())
