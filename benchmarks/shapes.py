@@ -1,0 +1,51 @@
+"""Parameter sets of real models, shared by the optimizer and norm benchmarks.
+
+Shapes only: tensors are made with random (never zero) values on the GPU when a benchmark runs.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def bert_large_shapes(pooler: bool = False) -> list[tuple[int, ...]]:
+    """BERT-large (MLPerf: vocab 30522, 512 positions, 24 layers, hidden 1024, MLM + NSP heads):
+    335,176,508 parameters in 396 tensors; with the pooler, 336,226,108 in 398."""
+    h, ff, layers = 1024, 4096, 24
+    shapes: list[tuple[int, ...]] = [(30522, h), (512, h), (2, h), (h,), (h,)]
+    for _ in range(layers):
+        shapes += [(h, h), (h,)] * 4            # query, key, value, attention output
+        shapes += [(h,), (h,)]                  # attention LayerNorm
+        shapes += [(ff, h), (ff,), (h, ff), (h,)]
+        shapes += [(h,), (h,)]                  # output LayerNorm
+    if pooler:
+        shapes += [(h, h), (h,)]
+    shapes += [(h, h), (h,), (h,), (h,), (30522,)]  # MLM transform, its LayerNorm, decoder bias
+    shapes += [(2, h), (2,)]                    # next-sentence head
+    return shapes
+
+
+def resnet50_shapes() -> list[tuple[int, ...]]:
+    """ResNet-50 v1.5: 25,557,032 parameters in 161 tensors (conv weights, BN weight and bias, fc)."""
+    shapes: list[tuple[int, ...]] = [(64, 3, 7, 7), (64,), (64,)]
+    inplanes = 64
+    for planes, blocks in ((64, 3), (128, 4), (256, 6), (512, 3)):
+        for b in range(blocks):
+            shapes += [(planes, inplanes, 1, 1), (planes,), (planes,)]
+            shapes += [(planes, planes, 3, 3), (planes,), (planes,)]
+            shapes += [(planes * 4, planes, 1, 1), (planes * 4,), (planes * 4,)]
+            if b == 0:
+                shapes += [(planes * 4, inplanes, 1, 1), (planes * 4,), (planes * 4,)]
+            inplanes = planes * 4
+    shapes += [(1000, 2048), (1000,)]
+    return shapes
+
+
+def make(shapes: list[tuple[int, ...]], dtype: torch.dtype = torch.float32,
+         device: str = "cuda", seed: int = 0) -> list[torch.Tensor]:
+    gen = torch.Generator(device=device).manual_seed(seed)
+    return [torch.empty(s, dtype=dtype, device=device).uniform_(0.1, 1.0, generator=gen)
+            for s in shapes]
+
+
+def numel(shapes: list[tuple[int, ...]]) -> int:
+    return sum(torch.Size(s).numel() for s in shapes)
