@@ -28,19 +28,34 @@ struct ChunkSquares {
     acc_t acc = 0;
     int64_t tail = 0;
     if (is_aligned<scalar_t>(x)) {
+      // kUnroll independent 16-byte loads in flight per thread before any is used: a read-only
+      // stream needs that much memory-level parallelism to approach the bandwidth.
       using V = Vec<scalar_t>;
-      const int64_t nvec = len / V::kSize;
+      constexpr int kUnroll = 4;
+      const int nvec = static_cast<int>(len / V::kSize);
       const V* xv = reinterpret_cast<const V*>(x);
-#pragma unroll 4
-      for (int64_t v = threadIdx.x; v < nvec; v += kBlockSize) {
-        const V w = xv[v];
+      for (int base = threadIdx.x; base < nvec; base += kBlockSize * kUnroll) {
+        V w[kUnroll];
 #pragma unroll
-        for (int j = 0; j < V::kSize; ++j) {
-          const acc_t f = static_cast<acc_t>(w.val[j]);
-          acc += f * f;
+        for (int u = 0; u < kUnroll; ++u) {
+          const int v = base + u * kBlockSize;
+          if (v < nvec) {
+            w[u] = xv[v];
+          } else {
+#pragma unroll
+            for (int j = 0; j < V::kSize; ++j) w[u].val[j] = scalar_t(0);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+          for (int j = 0; j < V::kSize; ++j) {
+            const acc_t f = static_cast<acc_t>(w[u].val[j]);
+            acc += f * f;
+          }
         }
       }
-      tail = nvec * V::kSize;
+      tail = static_cast<int64_t>(nvec) * V::kSize;
     }
     for (int64_t k = tail + threadIdx.x; k < len; k += kBlockSize) {
       const acc_t f = static_cast<acc_t>(x[k]);
