@@ -29,7 +29,8 @@ def _chunk_squares(
     n = tl.load(numels + slot)
     start = chunk * CHUNK
     acc = tl.zeros([BLOCK], ACC)
-    for off in range(0, CHUNK, BLOCK):
+    # Stop at the tensor's end: a small tensor's lone chunk costs one iteration, not CHUNK/BLOCK.
+    for off in range(0, tl.minimum(CHUNK, n - start), BLOCK):
         idx = start + off + tl.arange(0, BLOCK)
         x = tl.load(x_ptr + idx, mask=idx < n, other=0.0).to(ACC)
         acc += x * x
@@ -68,7 +69,7 @@ def multi_tensor_l2norm(
             _chunk_squares[(table.blocks,)](
                 table.addresses, table.numels, table.first_chunk, table.block_slot,
                 table.block_chunk, partial,
-                CHUNK=CHUNK_SIZE, BLOCK=BLOCK, DTYPE=TRITON_DTYPES[x_dtype], ACC=acc,
+                CHUNK=CHUNK_SIZE, BLOCK=BLOCK, DTYPE=TRITON_DTYPES[x_dtype], ACC=acc, num_warps=8,
             )
     table = chunk_table([tensors], range(len(tensors)), CHUNK_SIZE, per_tensor=True)
     if table.blocks:
