@@ -152,6 +152,13 @@ def test_tbe_dlrm(measure, tables, L, dist):
             bytes=fwd_bytes)
     measure(fwd_group, "mlperf_fast native, indices checked", lambda: ours_forward(True),
             shape=shape, bytes=fwd_bytes)
+
+    def triton_forward():
+        with torch.no_grad():
+            return table_batched_embedding_bag(w, layout, indices, offsets, check_indices=False,
+                                               backend="triton")
+
+    measure(fwd_group, "mlperf_fast triton", triton_forward, shape=shape, bytes=fwd_bytes)
     measure(train_group, "mlperf_fast native, fused SGD", ours_train, shape=shape,
             bytes=train_bytes)
     momentum = torch.zeros(layout.num_rows, device="cuda")

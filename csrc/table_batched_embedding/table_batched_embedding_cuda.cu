@@ -32,7 +32,10 @@ constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 8;
 constexpr int kBlock = kWarp * kWarpsPerBlock;
 constexpr int kVec = 4;         // columns per lane per chunk of columns
-constexpr int kMaxChunks = 8;   // chunks of columns held in registers: D <= 1024 (256 unaligned)
+constexpr int kMaxDim = 256;    // widest row the backward holds in registers
+// Chunks of 32 * V columns a lane holds for a row of up to kMaxDim columns.
+template <int V>
+constexpr int chunks_for() { return kMaxDim / (kWarp * V); }
 constexpr int kChunk = 32;      // entries of a run reduced by one warp
 
 template <typename T, int N>
@@ -243,12 +246,15 @@ struct UpdateArgs {
 
 // Row `row` of table t (global row mrow) has combined gradient acc (lane's columns
 // c * 32 * V + lane * V + j): write it or apply the optimizer. Called by a whole warp.
+// With `preloaded`, wpre already holds the row's weights (loaded while the gradient was read).
 template <typename scalar_t, int V>
-__device__ __forceinline__ void apply_row(at::opmath_type<scalar_t> (&acc)[kMaxChunks][V],
-                                          int nchunks, int64_t D, scalar_t* __restrict__ w,
-                                          scalar_t* __restrict__ grad, int64_t base,
-                                          int64_t mrow, const UpdateArgs& u) {
+__device__ __forceinline__ void apply_row(at::opmath_type<scalar_t> (&acc)[chunks_for<V>()][V],
+                                          const at::opmath_type<scalar_t> (&wpre)[chunks_for<V>()][V],
+                                          bool preloaded, int nchunks, int64_t D,
+                                          scalar_t* __restrict__ w, scalar_t* __restrict__ grad,
+                                          int64_t base, int64_t mrow, const UpdateArgs& u) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr int kMaxChunks = chunks_for<V>();
   const int lane = threadIdx.x % kWarp;
   acc_t step = static_cast<acc_t>(u.lr);
   if (u.update == kTbeRowwiseAdagrad) {
@@ -271,7 +277,12 @@ __device__ __forceinline__ void apply_row(at::opmath_type<scalar_t> (&acc)[kMaxC
       store_vals<acc_t, scalar_t, V>(grad + base + d, acc[c]);
     } else {
       acc_t wv[V];
-      load_vals<acc_t, scalar_t, V>(w + base + d, wv);
+      if (preloaded) {
+#pragma unroll
+        for (int j = 0; j < V; ++j) wv[j] = wpre[c][j];
+      } else {
+        load_vals<acc_t, scalar_t, V>(w + base + d, wv);
+      }
 #pragma unroll
       for (int j = 0; j < V; ++j) wv[j] -= step * acc[c][j];
       store_vals<acc_t, scalar_t, V>(w + base + d, wv);
@@ -310,6 +321,7 @@ __device__ void reduce_chunk(const scalar_t* __restrict__ go, scalar_t* __restri
                              const index_t* __restrict__ off, int64_t n, bool mean, int64_t chunk,
                              void* __restrict__ partials, int64_t max_D, const UpdateArgs& u) {
   using acc_t = at::opmath_type<scalar_t>;
+  constexpr int kMaxChunks = chunks_for<V>();
   const int lane = threadIdx.x % kWarp;
   const int32_t r = rs.chunk_run[chunk];
   const int32_t key = rs.unique_key[r];
@@ -338,8 +350,46 @@ __device__ void reduce_chunk(const scalar_t* __restrict__ go, scalar_t* __restri
   for (int c = 0; c < kMaxChunks; ++c)
 #pragma unroll
     for (int j = 0; j < V; ++j) acc[c][j] = 0;
+  // A run of one chunk is finished by this warp: its weights are fetched now, so that their
+  // load overlaps the gradient's.
+  const int64_t nchunk_run = rs.chunk_start[r + 1] - rs.chunk_start[r];
+  const int64_t base = tab.w_off[t] + (key - tab.hcum[t]) * D;
+  const bool preload = nchunk_run == 1 && u.update != kTbeWriteGrad;
+  acc_t wpre[kMaxChunks][V];
+#pragma unroll
+  for (int c = 0; c < kMaxChunks; ++c) {
+    const int64_t d = c * kWarp * V + lane * V;
+    if (preload && c < nchunks && d < D) {
+      load_vals<acc_t, scalar_t, V>(w + base + d, wpre[c]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < V; ++j) wpre[c][j] = 0;
+    }
+  }
   const int cnt = static_cast<int>(hi - lo);
-  for (int e = 0; e < cnt; ++e) {
+  int e = 0;
+  // Two gradient rows in flight per lane before either is summed (the order of the sum stays
+  // the order of the entries).
+  for (; e + 2 <= cnt; e += 2) {
+    const int64_t src0 = __shfl_sync(0xffffffffu, my_src, e);
+    const int64_t src1 = __shfl_sync(0xffffffffu, my_src, e + 1);
+    const acc_t s0 = __shfl_sync(0xffffffffu, my_s, e);
+    const acc_t s1 = __shfl_sync(0xffffffffu, my_s, e + 1);
+#pragma unroll
+    for (int c = 0; c < kMaxChunks; ++c) {
+      const int64_t d = c * kWarp * V + lane * V;
+      if (c < nchunks && d < D) {
+        acc_t g0[V], g1[V];
+        load_vals<acc_t, scalar_t, V>(go + src0 + d, g0);
+        load_vals<acc_t, scalar_t, V>(go + src1 + d, g1);
+#pragma unroll
+        for (int j = 0; j < V; ++j) acc[c][j] += s0 * g0[j];
+#pragma unroll
+        for (int j = 0; j < V; ++j) acc[c][j] += s1 * g1[j];
+      }
+    }
+  }
+  for (; e < cnt; ++e) {
     const int64_t src = __shfl_sync(0xffffffffu, my_src, e);
     const acc_t s = __shfl_sync(0xffffffffu, my_s, e);
 #pragma unroll
@@ -353,10 +403,8 @@ __device__ void reduce_chunk(const scalar_t* __restrict__ go, scalar_t* __restri
       }
     }
   }
-  const int64_t nchunk_run = rs.chunk_start[r + 1] - rs.chunk_start[r];
   if (nchunk_run == 1) {
-    const int64_t base = tab.w_off[t] + (key - tab.hcum[t]) * D;
-    apply_row<scalar_t, V>(acc, nchunks, D, w, grad, base, key, u);
+    apply_row<scalar_t, V>(acc, wpre, preload, nchunks, D, w, grad, base, key, u);
   } else {
     acc_t* p = reinterpret_cast<acc_t*>(partials) + (rs.long_start[r] + q) * max_D;
 #pragma unroll
@@ -380,6 +428,7 @@ __global__ void __launch_bounds__(kBlock)
   for (int64_t c = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
        c < chunks; c += warps) {
     const int32_t r = rs.chunk_run[c];
+    if (rs.unique_key[r] >= rs.num_rows) continue;  // the run of bad indices
     const int32_t first = rs.sorted_val[rs.run_start[r]];
     const int64_t t = (rs.psw ? rs.bag_of[first] : first) / tab.B;
     if (tab.vec_ok(t)) {
@@ -422,6 +471,7 @@ __global__ void __launch_bounds__(kBlock)
       const int64_t base = tab.w_off[t] + (key - tab.hcum[t]) * D;
       auto finish = [&](auto vec_tag) {
         constexpr int V = decltype(vec_tag)::value;
+        constexpr int kMaxChunks = chunks_for<V>();
         acc_t acc[kMaxChunks][V];
         const int nchunks = static_cast<int>((D + kWarp * V - 1) / (kWarp * V));
 #pragma unroll
@@ -434,7 +484,7 @@ __global__ void __launch_bounds__(kBlock)
               for (int k = 0; k < kWarpsPerBlock; ++k) a += smem[k * max_D + d];
             acc[c][j] = a;
           }
-        apply_row<scalar_t, V>(acc, nchunks, D, w, grad, base, key, u);
+        apply_row<scalar_t, V>(acc, acc, false, nchunks, D, w, grad, base, key, u);
       };
       if (tab.vec_ok(t)) {
         finish(std::integral_constant<int, kVec>{});
@@ -629,7 +679,7 @@ void tbe_backward_cuda(const at::Tensor& grad_output, const at::Tensor& weights,
   MF_CHECK_VALUE(weights.is_contiguous(), "weights", "must be contiguous");
   MF_CHECK_VALUE(num_rows < INT32_MAX, "hash_size_cumsum", "more than 2^31 - 2 rows in all");
   MF_CHECK_VALUE(indices.numel() <= (int64_t(1) << 30), "indices", "more than 2^30 indices");
-  MF_CHECK_VALUE(max_D <= kMaxChunks * kWarp, "D_offsets",
+  MF_CHECK_VALUE(max_D <= kMaxDim, "D_offsets",
                  "rows wider than 256 are not supported by the CUDA backward");
   const c10::cuda::CUDAGuard guard(weights.device());
   const int64_t n = indices.numel();
@@ -641,6 +691,7 @@ void tbe_backward_cuda(const at::Tensor& grad_output, const at::Tensor& weights,
                                  hash_size_cumsum.const_data_ptr<int64_t>(), offsets, go.size(1),
                                  aligned);
   const int64_t bags = tab.T * tab.B;
+  if (bags == 0) return;  // no bag holds an index
   const bool has_psw = per_sample_weights.has_value();
   at::Tensor psw;
   if (has_psw) psw = per_sample_weights->to(at::kFloat).contiguous();
@@ -653,13 +704,11 @@ void tbe_backward_cuda(const at::Tensor& grad_output, const at::Tensor& weights,
   at::Tensor val = at::zeros({n}, i32);
   at::Tensor bag_of = has_psw ? at::zeros({n}, i32) : at::empty({0}, i32);
   AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "tbe_keys", [&] {
-    if (bags > 0) {
-      tbe_keys_kernel<index_t><<<grid_for(bags, kWarpsPerBlock), kBlock, 0, stream>>>(
-          tab, indices.const_data_ptr<index_t>(), offsets.const_data_ptr<index_t>(), n, has_psw,
-          static_cast<int32_t>(num_rows), key.data_ptr<int32_t>(), val.data_ptr<int32_t>(),
-          has_psw ? bag_of.data_ptr<int32_t>() : nullptr);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    tbe_keys_kernel<index_t><<<grid_for(bags, kWarpsPerBlock), kBlock, 0, stream>>>(
+        tab, indices.const_data_ptr<index_t>(), offsets.const_data_ptr<index_t>(), n, has_psw,
+        static_cast<int32_t>(num_rows), key.data_ptr<int32_t>(), val.data_ptr<int32_t>(),
+        has_psw ? bag_of.data_ptr<int32_t>() : nullptr);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   int end_bit = 1;
   while (end_bit < 31 && (int64_t(1) << end_bit) <= num_rows) ++end_bit;

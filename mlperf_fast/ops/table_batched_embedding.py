@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mlperf_fast.ops._library import choose_backend, load_extension
+from mlperf_fast.ops._library import choose_backend, has_native, load_extension
 
 POOLING = {"sum": 0, "mean": 1}
 UPDATES = {"grad": 0, "sgd": 1, "rowwise_adagrad": 2}
@@ -288,11 +288,14 @@ def tbe_update_torch_(grad_output: torch.Tensor, weights: torch.Tensor, layout: 
 
 
 def _backend(device: torch.device, backend: str) -> str:
-    chosen = choose_backend("tbe_forward", device, backend)
-    if chosen == "triton":
-        raise ValueError("backend 'triton': table-batched embedding bags have no Triton kernel; "
-                         "use 'native' or 'torch'")
-    return chosen
+    return choose_backend("tbe_forward", device, backend)
+
+
+def _backward_backend(chosen: str, device: torch.device) -> str:
+    """The Triton backend has a forward kernel only; its backward runs natively where built."""
+    if chosen != "triton":
+        return chosen
+    return "native" if has_native("tbe_backward_", device) else "torch"
 
 
 def _check_cuda_dims(layout: TableLayout, device: torch.device) -> None:
@@ -302,6 +305,12 @@ def _check_cuda_dims(layout: TableLayout, device: torch.device) -> None:
 
 
 def _forward(weights, layout, indices, offsets, psw, mode, chosen):
+    if chosen == "triton":
+        from mlperf_fast.kernels import table_batched_embedding as triton_kernel
+
+        w_off, d_off, _ = layout.meta(weights.device)
+        return triton_kernel.tbe_forward(weights, w_off, d_off, indices, offsets, mode == "mean",
+                                         psw, layout.total_D, layout.max_D)
     if chosen == "native":
         w_off, d_off, _ = layout.meta(weights.device)
         return torch.ops.mlperf_fast.tbe_forward(weights, w_off, d_off, indices, offsets,
@@ -312,6 +321,7 @@ def _forward(weights, layout, indices, offsets, psw, mode, chosen):
 
 def _backward_(grad_output, weights, layout, indices, offsets, psw, mode, update, lr, eps,
                momentum, grad, chosen):
+    chosen = _backward_backend(chosen, weights.device)
     if chosen == "native":
         w_off, d_off, hcum = layout.meta(weights.device)
         torch.ops.mlperf_fast.tbe_backward_(
@@ -327,6 +337,7 @@ def _backward_(grad_output, weights, layout, indices, offsets, psw, mode, update
 
 
 def _psw_grad(grad_output, weights, layout, indices, offsets, chosen):
+    chosen = _backward_backend(chosen, weights.device)
     if chosen == "native":
         w_off, d_off, _ = layout.meta(weights.device)
         return torch.ops.mlperf_fast.tbe_per_sample_weights_grad(

@@ -36,8 +36,13 @@ DISTS = ["uniform", "powerlaw", "duplicates"]
 
 
 def skip_triton(backend):
+    """The Triton backend runs the forward in Triton and the backward natively; it runs where
+    the interpreter or a GPU is there (the backend fixture's marks)."""
+
+
+def skip_triton_backward_only(backend):
     if backend.name == "triton":
-        pytest.skip("table-batched embedding bags have no Triton kernel")
+        pytest.skip("the Triton backend's backward is the native kernel, tested as native")
 
 
 def draw_indices(gen, rows: int, count: int, dist: str) -> torch.Tensor:
@@ -239,7 +244,7 @@ def dense_update_reference(layout, w0, row_grads, optimizer, lr, eps, momentum0)
 @pytest.mark.parametrize("dist", DISTS)
 @pytest.mark.parametrize("mode", ["sum", "mean"])
 def test_fused_update_matches_dense_float64(backend, optimizer, dist, mode, rng_seed):
-    skip_triton(backend)
+    skip_triton_backward_only(backend)
     gen = torch.Generator().manual_seed(rng_seed)
     layout = random_layout(gen, 4)
     B = 300  # enough lookups that power-law and duplicate rows form runs of hundreds
@@ -265,7 +270,7 @@ def test_fused_update_matches_dense_float64(backend, optimizer, dist, mode, rng_
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
 def test_fused_sgd_half_weights(backend, dtype, rng_seed):
-    skip_triton(backend)
+    skip_triton_backward_only(backend)
     gen = torch.Generator().manual_seed(rng_seed)
     layout = random_layout(gen, 3)
     indices, offsets = make_case(gen, layout, 50, 10, "powerlaw")
@@ -283,7 +288,7 @@ def test_fused_sgd_half_weights(backend, dtype, rng_seed):
 
 def test_hot_row_thousands_of_duplicates(backend, rng_seed):
     # One row looked up 5000 times (runs of many chunks on the GPU) next to rows looked up once.
-    skip_triton(backend)
+    skip_triton_backward_only(backend)
     gen = torch.Generator().manual_seed(rng_seed)
     layout = TableLayout([50, 70], [128, 64])
     B = 2500
