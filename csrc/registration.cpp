@@ -22,4 +22,11 @@ std::string build_info() {
 TORCH_LIBRARY(mlperf_fast, m) {
   m.def("build_info() -> str", &mlperf_fast::build_info);
   m.def("multi_tensor_l2norm(Tensor[] tensors, bool per_tensor=False) -> (Tensor, Tensor)");
+  // nms
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  m.def(
+      "nms_padded(Tensor boxes, Tensor scores, Tensor? labels, float iou_threshold, "
+      "float score_threshold, int pre_nms_top_k, int max_detections) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
