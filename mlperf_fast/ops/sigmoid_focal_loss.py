@@ -8,12 +8,10 @@ inputs is kept between them.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 
-from mlperf_fast.ops._library import choose_backend, triton_usable
+from mlperf_fast.ops._library import choose_triton_or_torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 REDUCTIONS = ("none", "mean", "sum")
@@ -58,23 +56,11 @@ def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, alpha: float
         raise ValueError(f"gamma must be >= 0, got {gamma}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    chosen = _backend(inputs.device, backend)
+    chosen = choose_triton_or_torch("sigmoid_focal_loss", inputs.device, backend)
     if chosen == "torch" or targets.requires_grad:
         return sigmoid_focal_loss_torch(inputs, targets, float(alpha), float(gamma), reduction)
     return torch.ops.mlperf_fast.sigmoid_focal_loss_triton(
         inputs, targets, float(alpha), float(gamma), reduction)
-
-
-def _backend(device: torch.device, requested: str) -> str:
-    """Triton on a GPU, else torch; there is no C++/CUDA kernel (the op is elementwise)."""
-    if requested == "auto":
-        requested = os.environ.get("MLPERF_FAST_BACKEND", "auto")
-    if requested == "native":
-        raise ValueError("backend 'native': sigmoid_focal_loss has no C++/CUDA kernel; "
-                         "use 'triton' or 'torch'")
-    if requested == "auto":
-        return "triton" if device.type == "cuda" and triton_usable(device) else "torch"
-    return choose_backend("sigmoid_focal_loss", device, requested)
 
 
 def sigmoid_focal_loss_torch(inputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
