@@ -314,7 +314,8 @@ def test_mixed_devices_rejected():
 def test_large_single_image_matches_torchvision(tv, rng_seed):
     gen = torch.Generator().manual_seed(rng_seed)
     for n in (20_000, 50_000):
-        boxes = random_boxes(gen, n, extent=1000, size=(4, 80)).cuda()
+        # On the 1/8 grid, torchvision's class offsets (up to ~85,000 here) stay exact in float32.
+        boxes = random_boxes(gen, n, extent=1000, size=(4, 80), grid=0.125).cuda()
         scores = torch.rand(n, generator=gen).cuda()
         assert torch.equal(nms(boxes, scores, 0.5), tv.ops.nms(boxes, scores, 0.5))
         idxs = torch.randint(0, 80, (n,), generator=gen).cuda()
