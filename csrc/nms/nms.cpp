@@ -8,7 +8,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "common/checks.h"
@@ -48,39 +51,90 @@ void check_labels(const at::Tensor& labels, const at::Tensor& scores, const char
                  " but 'scores' is on ", scores.device());
 }
 
-// One image's greedy pass over positions [0, n) of boxes sorted by descending score. The IoU is
-// torchvision's CPU expression, in the same order, so kept sets agree bit for bit: areas in the
-// boxes' dtype (float32 for float16/bfloat16), compared with the threshold in double.
-template <typename scalar_t>
-int64_t greedy_cpu(const scalar_t* boxes, const int64_t* labels, int64_t n, double iou_threshold,
-                   int64_t max_out, int64_t* keep) {
-  using acc_t = at::opmath_type<scalar_t>;
-  std::vector<acc_t> c(4 * n);
-  std::vector<acc_t> areas(n);
-  for (int64_t i = 0; i < n; ++i) {
-    for (int k = 0; k < 4; ++k) c[4 * i + k] = static_cast<acc_t>(boxes[4 * i + k]);
-    areas[i] = (c[4 * i + 2] - c[4 * i]) * (c[4 * i + 3] - c[4 * i + 1]);
+// For a float IoU, (double)iou > t exactly when iou > (the largest float <= t): the comparison
+// torchvision makes in double, done in float.
+template <typename acc_t>
+acc_t threshold_in(double t) {
+  if constexpr (std::is_same_v<acc_t, double>) {
+    return t;
+  } else {
+    acc_t f = static_cast<acc_t>(t);
+    if (static_cast<double>(f) > t) f = std::nextafter(f, -std::numeric_limits<acc_t>::infinity());
+    return f;
   }
-  std::vector<uint8_t> suppressed(n, 0);
+}
+
+// Class-agnostic greedy pass over boxes 0..n-1 in score order, corners and areas one array each.
+// The IoU is torchvision's CPU expression, in the same order, so kept sets agree bit for bit. The
+// inner loop is branch-free, so the compiler vectorizes it: boxes already suppressed are tested
+// again, which changes nothing.
+template <typename acc_t>
+int64_t greedy_soa(const acc_t* x1, const acc_t* y1, const acc_t* x2, const acc_t* y2,
+                   const acc_t* areas, int64_t n, acc_t threshold, int64_t max_out,
+                   int64_t* keep, uint8_t* suppressed) {
+  std::fill(suppressed, suppressed + n, 0);
   int64_t count = 0;
   for (int64_t i = 0; i < n && count < max_out; ++i) {
     if (suppressed[i]) continue;
     keep[count++] = i;
-    const acc_t ix1 = c[4 * i], iy1 = c[4 * i + 1], ix2 = c[4 * i + 2], iy2 = c[4 * i + 3];
-    const acc_t iarea = areas[i];
+    const acc_t ix1 = x1[i], iy1 = y1[i], ix2 = x2[i], iy2 = y2[i], iarea = areas[i];
     for (int64_t j = i + 1; j < n; ++j) {
-      if (suppressed[j] || (labels && labels[j] != labels[i])) continue;
-      const acc_t xx1 = std::max(ix1, c[4 * j]);
-      const acc_t yy1 = std::max(iy1, c[4 * j + 1]);
-      const acc_t xx2 = std::min(ix2, c[4 * j + 2]);
-      const acc_t yy2 = std::min(iy2, c[4 * j + 3]);
+      const acc_t xx1 = std::max(ix1, x1[j]);
+      const acc_t yy1 = std::max(iy1, y1[j]);
+      const acc_t xx2 = std::min(ix2, x2[j]);
+      const acc_t yy2 = std::min(iy2, y2[j]);
       const acc_t w = std::max(static_cast<acc_t>(0), xx2 - xx1);
       const acc_t h = std::max(static_cast<acc_t>(0), yy2 - yy1);
       const acc_t inter = w * h;
       const acc_t ovr = inter / (iarea + areas[j] - inter);
-      if (ovr > iou_threshold) suppressed[j] = 1;
+      suppressed[j] |= static_cast<uint8_t>(ovr > threshold);
     }
   }
+  return count;
+}
+
+// One image: positions [0, n) of boxes sorted by descending score; areas in the boxes' dtype
+// (float32 for float16/bfloat16). With labels, boxes suppress only boxes of their label, so each
+// label's boxes go through the greedy pass alone and the kept positions are merged back in
+// score order: the same result as one pass that skips other labels, at a fraction of the cost.
+template <typename scalar_t>
+int64_t greedy_cpu(const scalar_t* boxes, const int64_t* labels, int64_t n, double iou_threshold,
+                   int64_t max_out, int64_t* keep) {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  if (labels) {
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int64_t a, int64_t b) { return labels[a] < labels[b]; });
+  }
+  std::vector<acc_t> c(5 * n);  // x1, y1, x2, y2, area, in `order`
+  acc_t *x1 = c.data(), *y1 = x1 + n, *x2 = y1 + n, *y2 = x2 + n, *areas = y2 + n;
+  for (int64_t k = 0; k < n; ++k) {
+    const scalar_t* box = boxes + 4 * order[k];
+    x1[k] = static_cast<acc_t>(box[0]);
+    y1[k] = static_cast<acc_t>(box[1]);
+    x2[k] = static_cast<acc_t>(box[2]);
+    y2[k] = static_cast<acc_t>(box[3]);
+    areas[k] = (x2[k] - x1[k]) * (y2[k] - y1[k]);
+  }
+  const acc_t threshold = threshold_in<acc_t>(iou_threshold);
+  std::vector<uint8_t> suppressed(n);
+  if (!labels) return greedy_soa(x1, y1, x2, y2, areas, n, threshold, max_out, keep, suppressed.data());
+
+  std::vector<int64_t> local(n), kept;
+  kept.reserve(n);
+  for (int64_t begin = 0; begin < n;) {
+    int64_t end = begin + 1;
+    while (end < n && labels[order[end]] == labels[order[begin]]) ++end;
+    const int64_t m = end - begin;
+    const int64_t got = greedy_soa(x1 + begin, y1 + begin, x2 + begin, y2 + begin, areas + begin,
+                                   m, threshold, m, local.data(), suppressed.data());
+    for (int64_t k = 0; k < got; ++k) kept.push_back(order[begin + local[k]]);
+    begin = end;
+  }
+  std::sort(kept.begin(), kept.end());
+  const int64_t count = std::min<int64_t>(static_cast<int64_t>(kept.size()), max_out);
+  std::copy(kept.begin(), kept.begin() + count, keep);
   return count;
 }
 
