@@ -36,4 +36,11 @@ TORCH_LIBRARY(mlperf_fast, m) {
   m.def("dot_interaction_forward(Tensor dense, Tensor embeddings) -> Tensor");
   m.def("dot_interaction_backward(Tensor grad_output, Tensor dense, Tensor embeddings) -> "
         "(Tensor, Tensor)");
+  // nms
+  m.def("nms(Tensor boxes, Tensor scores, float iou_threshold) -> Tensor");
+  m.def("batched_nms(Tensor boxes, Tensor scores, Tensor idxs, float iou_threshold) -> Tensor");
+  m.def(
+      "nms_padded(Tensor boxes, Tensor scores, Tensor? labels, float iou_threshold, "
+      "float score_threshold, int pre_nms_top_k, int max_detections) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

@@ -4,8 +4,14 @@ Each op checks its arguments before any launch, runs on the CPU and the GPU with
 semantics, and picks its backend (native C++/CUDA, Triton, or PyTorch) as described in
 ``mlperf_fast.ops._library``.
 """
+from mlperf_fast.ops.box_decode import box_decode
+from mlperf_fast.ops.box_iou import box_iou
 from mlperf_fast.ops.dot_interaction import dot_interaction
+from mlperf_fast.ops.match_boxes import match_boxes
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
+from mlperf_fast.ops.nms import Detections, batched_nms, nms, nms_padded
+from mlperf_fast.ops.retinanet_postprocess import retinanet_postprocess
+from mlperf_fast.ops.sigmoid_focal_loss import sigmoid_focal_loss
 from mlperf_fast.ops.table_batched_embedding import (
     TableLayout,
     table_batched_embedding_bag,
@@ -14,9 +20,18 @@ from mlperf_fast.ops.table_batched_embedding import (
 )
 
 __all__ = [
+    "Detections",
     "TableLayout",
+    "batched_nms",
+    "box_decode",
+    "box_iou",
     "dot_interaction",
+    "match_boxes",
     "multi_tensor_l2norm",
+    "nms",
+    "nms_padded",
+    "retinanet_postprocess",
+    "sigmoid_focal_loss",
     "table_batched_embedding_bag",
     "table_batched_embedding_bag_fused",
     "tbe_backward_update_",

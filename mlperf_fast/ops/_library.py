@@ -83,3 +83,15 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> st
             f"(or TRITON_INTERPRET=1 for CPU tensors); got a {device.type} tensor"
         )
     return requested
+
+
+def choose_triton_or_torch(op: str, device: torch.device, requested: str = "auto") -> str:
+    """``choose_backend`` for ops that have a Triton kernel but no C++/CUDA one: "auto" takes
+    Triton on a GPU, else torch; "native" raises ValueError."""
+    if requested == "auto":
+        requested = os.environ.get("MLPERF_FAST_BACKEND", "auto")
+    if requested == "native":
+        raise ValueError(f"backend 'native': {op} has no C++/CUDA kernel; use 'triton' or 'torch'")
+    if requested == "auto":
+        return "triton" if device.type == "cuda" and triton_usable(device) else "torch"
+    return choose_backend(op, device, requested)

@@ -1,0 +1,328 @@
+"""Non-maximum suppression: drop-ins for torchvision.ops.nms and batched_nms, and a padded form
+that runs a whole batch of images at once.
+
+``nms`` and ``batched_nms`` keep the same boxes as torchvision, in the same order: the scores are
+sorted stably by descending score, as torchvision's kernels do (equal scores in index order; NaN
+first, where torch's sort puts it) and the IoU is torchvision's expression on that device (compared with the threshold
+in double on the CPU, as a float on CUDA). ``batched_nms`` only lets boxes of equal ``idxs``
+suppress each other, with the exact IoU of the boxes (torchvision shifts the boxes of each class
+by a class offset below 25,000 boxes, which can round coordinates; it never changes a result
+unless an IoU lies within that rounding of the threshold).
+
+Behaviour at the edges, on every backend:
+  * boxes with x2 < x1 or y2 < y1 have a negative area and take part in the IoU formula as they
+    are, as in torchvision (a zero-area box has IoU 0 with everything, so it is never suppressed
+    by, and never suppresses, another box unless the threshold is below 0);
+  * NaN scores sort first (torch's sort order) in ``nms``/``batched_nms``; ``nms_padded`` never
+    keeps a box whose score is NaN or not above ``score_threshold``;
+  * empty inputs give empty results; mismatched lengths, wrong ranks, dtypes or devices raise
+    ValueError or TypeError naming the argument, before anything runs.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from mlperf_fast.ops._library import choose_backend, load_extension
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+class Detections(NamedTuple):
+    """Padded per-image detections, K slots per image, the first ``counts[b]`` filled in order of
+    descending score. Empty slots hold box 0, score 0, label -1 and index -1."""
+
+    boxes: torch.Tensor    # (B, K, 4), the boxes' dtype
+    scores: torch.Tensor   # (B, K), the scores' dtype
+    labels: torch.Tensor   # (B, K) int64 (0 for class-agnostic NMS)
+    indices: torch.Tensor  # (B, K) int64, position of the box in its image's N inputs
+    counts: torch.Tensor   # (B,) int64
+
+
+# ---------------------------------------------------------------------------------------------
+# Argument checks
+
+
+def _check_tensor(value: object, name: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(value).__name__}")
+    if value.layout != torch.strided:
+        raise ValueError(f"{name} is a {value.layout} tensor; only dense tensors are supported")
+    return value
+
+
+def _check_float(t: torch.Tensor, name: str) -> None:
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} has dtype {t.dtype}; expected float32, float64, float16 or bfloat16")
+
+
+def _check_threshold(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_boxes_scores(boxes: object, scores: object, batched: bool) -> None:
+    boxes = _check_tensor(boxes, "boxes")
+    scores = _check_tensor(scores, "scores")
+    lead = 2 if batched else 1
+    want = "(B, N, 4)" if batched else "(N, 4)"
+    if boxes.dim() != lead + 1 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes must have shape {want}, got {tuple(boxes.shape)}")
+    if scores.dim() != lead:
+        raise ValueError(f"scores must have shape {want[:-4] + ')'}, got {tuple(scores.shape)}")
+    if scores.shape != boxes.shape[:lead]:
+        raise ValueError(f"scores has shape {tuple(scores.shape)} but boxes has shape "
+                         f"{tuple(boxes.shape)}: one score per box")
+    _check_float(boxes, "boxes")
+    _check_float(scores, "scores")
+    if scores.device != boxes.device:
+        raise ValueError(f"scores is on {scores.device} but boxes is on {boxes.device}")
+
+
+def _check_labels(labels: object, scores: torch.Tensor, name: str) -> None:
+    labels = _check_tensor(labels, name)
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(f"{name} has dtype {labels.dtype}; expected an integer dtype")
+    if labels.shape != scores.shape:
+        raise ValueError(f"{name} has shape {tuple(labels.shape)} but scores has shape "
+                         f"{tuple(scores.shape)}: one label per box")
+    if labels.device != scores.device:
+        raise ValueError(f"{name} is on {labels.device} but scores is on {scores.device}")
+
+
+def _backend(op: str, device: torch.device, requested: str) -> str:
+    chosen = choose_backend(op, device, requested)
+    if chosen == "triton":
+        if requested == "triton":
+            raise ValueError(f"backend 'triton': {op} has no Triton kernel; use 'native' or 'torch'")
+        chosen = "torch"
+    return chosen
+
+
+# ---------------------------------------------------------------------------------------------
+# Public ops
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, *,
+        backend: str = "auto") -> torch.Tensor:
+    """torchvision.ops.nms: greedy NMS over one set of boxes.
+
+    Args:
+        boxes: (N, 4) float tensor of (x1, y1, x2, y2) boxes (float32, float64, float16 or
+            bfloat16; any strides).
+        scores: (N,) float tensor, on the boxes' device.
+        iou_threshold: a box is discarded when its IoU with a kept, higher-scoring box is
+            greater than this.
+        backend: "auto", "native" or "torch"; see ``mlperf_fast.ops._library``.
+
+    Returns:
+        (K,) int64 tensor of the kept boxes' indices, by decreasing score, on the boxes' device.
+    """
+    _check_boxes_scores(boxes, scores, batched=False)
+    iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
+    chosen = _backend("nms", boxes.device, backend)
+    if chosen == "native":
+        return torch.ops.mlperf_fast.nms(boxes, scores, iou_threshold)
+    return nms_torch(boxes, scores, iou_threshold)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
+                iou_threshold: float, *, backend: str = "auto") -> torch.Tensor:
+    """torchvision.ops.batched_nms: NMS within each category, never across.
+
+    Args:
+        boxes: (N, 4) float tensor of (x1, y1, x2, y2) boxes.
+        scores: (N,) float tensor.
+        idxs: (N,) integer tensor: the category of each box.
+        iou_threshold: as in :func:`nms`.
+        backend: "auto", "native" or "torch".
+
+    Returns:
+        (K,) int64 tensor of the kept boxes' indices, by decreasing score.
+    """
+    _check_boxes_scores(boxes, scores, batched=False)
+    _check_labels(idxs, scores, "idxs")
+    iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
+    chosen = _backend("batched_nms", boxes.device, backend)
+    if chosen == "native":
+        return torch.ops.mlperf_fast.batched_nms(boxes, scores, idxs, iou_threshold)
+    return batched_nms_torch(boxes, scores, idxs, iou_threshold)
+
+
+def nms_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor | None = None,
+               iou_threshold: float = 0.5, score_threshold: float = -math.inf,
+               pre_nms_top_k: int | None = None, max_detections: int | None = None, *,
+               backend: str = "auto") -> Detections:
+    """NMS over a batch of images at once, with fixed-size (padded) results.
+
+    For each image: the candidates are the boxes whose score is greater than ``score_threshold``
+    (a NaN score never is); of those, the ``pre_nms_top_k`` highest-scoring (ties: the lower
+    index first); greedy NMS over them by descending score, within each label if ``labels`` is
+    given, else across all boxes; the first ``max_detections`` kept boxes are returned. This is
+    what a per-image loop of filter, top-k, (batched_)nms and truncation gives, in one call with
+    no per-image launches and no host synchronization.
+
+    Args:
+        boxes: (B, N, 4) float tensor of (x1, y1, x2, y2) boxes.
+        scores: (B, N) float tensor.
+        labels: (B, N) integer tensor of categories, or None for class-agnostic NMS.
+        iou_threshold: as in :func:`nms`.
+        score_threshold: candidates must score strictly above this.
+        pre_nms_top_k: candidates per image before NMS; None: all.
+        max_detections: kept boxes per image; None: no limit.
+        backend: "auto", "native" or "torch".
+
+    Returns:
+        :class:`Detections` with K = min(max_detections, pre_nms_top_k, N) slots per image.
+    """
+    _check_boxes_scores(boxes, scores, batched=True)
+    if labels is not None:
+        _check_labels(labels, scores, "labels")
+    iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
+    score_threshold = _check_threshold(score_threshold, "score_threshold")
+    top_k = _check_count(pre_nms_top_k, "pre_nms_top_k")
+    max_det = _check_count(max_detections, "max_detections")
+    chosen = _backend("nms_padded", boxes.device, backend)
+    if chosen == "native":
+        out = torch.ops.mlperf_fast.nms_padded(boxes, scores, labels, iou_threshold,
+                                               score_threshold, top_k, max_det)
+        return Detections(*out)
+    return nms_padded_torch(boxes, scores, labels, iou_threshold, score_threshold, top_k, max_det)
+
+
+def _check_count(value: object, name: str) -> int:
+    """None means no limit (0 for the kernels); otherwise a positive int."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int or None, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive or None, got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure-PyTorch implementations: the references the kernels are tested against, and the backend
+# where no kernel is built.
+
+
+def suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """(N, N) bool: [i, j] when box i would suppress box j, i.e. IoU(i, j) > threshold, in the
+    expression and precision of the device's kernel (torchvision's on that device)."""
+    acc = torch.float64 if boxes.dtype == torch.float64 else torch.float32
+    # On CUDA, float16/bfloat16 overlaps and heights are rounded to the boxes' dtype before the
+    # float32 products (torchvision's CUDA expression); the CPU converts the corners first.
+    low = boxes.device.type == "cuda" and boxes.dtype in (torch.float16, torch.bfloat16)
+    b = boxes if low else boxes.to(acc)
+    x1, y1, x2, y2 = b.unbind(1)
+    area = (x2.to(acc) - x1.to(acc)) * (y2 - y1).to(acc)
+    w = (torch.minimum(x2[:, None], x2[None, :]) - torch.maximum(x1[:, None], x1[None, :])).clamp_min(0)
+    h = (torch.minimum(y2[:, None], y2[None, :]) - torch.maximum(y1[:, None], y1[None, :])).clamp_min(0)
+    inter = w.to(acc) * h.to(acc)
+    iou = inter / (area[:, None] + area[None, :] - inter)
+    if boxes.device.type == "cuda":
+        return iou > torch.tensor(iou_threshold, dtype=torch.float32).to(acc).item()
+    return iou.double() > iou_threshold
+
+
+def _greedy(over: torch.Tensor, n: int, max_out: int) -> list[int]:
+    """Positions kept by the greedy pass over [0, n) of an (n, n) suppression matrix whose rows
+    are in score order."""
+    over = over[:n, :n].triu(1).cpu().numpy()
+    removed = np.zeros(n, dtype=bool)
+    keep: list[int] = []
+    for i in range(n):
+        if removed[i]:
+            continue
+        keep.append(i)
+        if len(keep) == max_out:
+            break
+        removed |= over[i]
+    return keep
+
+
+def _keep_sorted(sorted_boxes: torch.Tensor, sorted_labels: torch.Tensor | None, n: int,
+                 iou_threshold: float, max_out: int) -> list[int]:
+    if n == 0 or max_out == 0:
+        return []
+    over = suppression_matrix(sorted_boxes[:n], iou_threshold)
+    if sorted_labels is not None:
+        over &= sorted_labels[:n, None] == sorted_labels[None, :n]
+    return _greedy(over, n, max_out)
+
+
+def nms_torch(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """The pure-PyTorch :func:`nms`: same contract."""
+    return batched_nms_torch(boxes, scores, None, iou_threshold)
+
+
+def batched_nms_torch(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor | None,
+                      iou_threshold: float) -> torch.Tensor:
+    """The pure-PyTorch :func:`batched_nms` (``idxs`` None: :func:`nms`): same contract."""
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    order = torch.sort(scores, dim=0, descending=True, stable=True)[1]
+    labels = None if idxs is None else idxs.to(torch.int64)[order]
+    pos = _keep_sorted(boxes[order], labels, n, iou_threshold, n)
+    return order[torch.tensor(pos, dtype=torch.int64, device=boxes.device)]
+
+
+def nms_padded_torch(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor | None,
+                     iou_threshold: float, score_threshold: float, pre_nms_top_k: int = 0,
+                     max_detections: int = 0) -> Detections:
+    """The pure-PyTorch :func:`nms_padded`, image by image (0 for no limit): same contract."""
+    batch, n = scores.shape
+    m = min(pre_nms_top_k, n) if pre_nms_top_k > 0 else n
+    k = min(max_detections, m) if max_detections > 0 else m
+    dev = boxes.device
+    out = Detections(boxes.new_zeros(batch, k, 4), scores.new_zeros(batch, k),
+                     torch.full((batch, k), -1, dtype=torch.int64, device=dev),
+                     torch.full((batch, k), -1, dtype=torch.int64, device=dev),
+                     torch.zeros(batch, dtype=torch.int64, device=dev))
+    for b in range(batch):
+        valid = scores[b] > score_threshold
+        masked = scores[b].masked_fill(~valid, -math.inf)
+        order = torch.sort(masked, dim=0, descending=True, stable=True)[1][:m]
+        n_valid = min(int(valid.sum()), m)
+        lab = None if labels is None else labels[b].to(torch.int64)[order]
+        pos = torch.tensor(_keep_sorted(boxes[b][order], lab, n_valid, iou_threshold, k),
+                           dtype=torch.int64, device=dev)
+        c = pos.numel()
+        idx = order[pos]
+        out.boxes[b, :c] = boxes[b][idx]
+        out.scores[b, :c] = scores[b][idx]
+        out.labels[b, :c] = 0 if labels is None else labels[b][idx].to(torch.int64)
+        out.indices[b, :c] = idx
+        out.counts[b] = c
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Fake (meta) implementations for torch.compile and CUDA graph capture
+
+if load_extension():
+
+    @torch.library.register_fake("mlperf_fast::nms")
+    def _(boxes, scores, iou_threshold):
+        n = torch.library.get_ctx().new_dynamic_size()
+        return boxes.new_empty((n,), dtype=torch.int64)
+
+    @torch.library.register_fake("mlperf_fast::batched_nms")
+    def _(boxes, scores, idxs, iou_threshold):
+        n = torch.library.get_ctx().new_dynamic_size()
+        return boxes.new_empty((n,), dtype=torch.int64)
+
+    @torch.library.register_fake("mlperf_fast::nms_padded")
+    def _(boxes, scores, labels, iou_threshold, score_threshold, pre_nms_top_k, max_detections):
+        batch, n = scores.shape
+        m = min(pre_nms_top_k, n) if pre_nms_top_k > 0 else n
+        k = min(max_detections, m) if max_detections > 0 else m
+        return (boxes.new_empty((batch, k, 4)), scores.new_empty((batch, k)),
+                scores.new_empty((batch, k), dtype=torch.int64),
+                scores.new_empty((batch, k), dtype=torch.int64),
+                scores.new_empty((batch,), dtype=torch.int64))

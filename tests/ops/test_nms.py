@@ -1,0 +1,354 @@
+"""nms, batched_nms and nms_padded against torchvision and the pure-PyTorch reference.
+
+Parity is exact: NMS is a discrete decision, and every backend computes torchvision's IoU
+expression in the same precision and order, so the kept indices must be identical, not close.
+torchvision (the oracle) is optional: the tests that need it skip when it is absent.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mlperf_fast.ops.nms import (Detections, batched_nms, batched_nms_torch, nms, nms_padded,
+                                 nms_padded_torch, nms_torch)
+
+
+@pytest.fixture
+def nms_backend(backend):
+    if backend.name == "triton":
+        pytest.skip("nms has no Triton kernel")
+    return backend
+
+
+@pytest.fixture
+def tv():
+    return pytest.importorskip("torchvision")
+
+
+def random_boxes(gen, n, *, extent=100.0, size=(1.0, 30.0), grid=None):
+    """(n, 4) boxes in (x1, y1, x2, y2). With ``grid``, coordinates are multiples of it (exact
+    in float32, so torchvision's class-offset trick adds no rounding)."""
+    xy = torch.rand(n, 2, generator=gen, dtype=torch.float64) * extent
+    wh = size[0] + torch.rand(n, 2, generator=gen, dtype=torch.float64) * (size[1] - size[0])
+    boxes = torch.cat([xy, xy + wh], 1)
+    if grid is not None:
+        boxes = (boxes / grid).round() * grid
+    return boxes.float()
+
+
+def clustered_boxes(gen, n, clusters=5):
+    centres = torch.rand(clusters, 2, generator=gen) * 200
+    pick = torch.randint(0, clusters, (n,), generator=gen)
+    c = centres[pick] + torch.randn(n, 2, generator=gen) * 2
+    half = 10 + torch.rand(n, 2, generator=gen) * 2
+    return torch.cat([c - half, c + half], 1)
+
+
+def cases(gen):
+    """(name, boxes, scores) pairs covering the issue's parity list."""
+    n = 700
+    out = [
+        ("random", random_boxes(gen, n), torch.rand(n, generator=gen)),
+        ("clustered", clustered_boxes(gen, n), torch.rand(n, generator=gen)),
+        ("identical", torch.tensor([[10.0, 10, 50, 60]]).repeat(50, 1), torch.rand(50, generator=gen)),
+        ("identical-equal-scores", torch.tensor([[10.0, 10, 50, 60]]).repeat(40, 1), torch.full((40,), 0.5)),
+        ("equal-scores", clustered_boxes(gen, 300), torch.randint(0, 4, (300,), generator=gen).float() / 4),
+        ("one-box", torch.tensor([[1.0, 2, 3, 4]]), torch.tensor([0.3])),
+        ("empty", torch.zeros(0, 4), torch.zeros(0)),
+        ("big-odd", random_boxes(gen, 2085, extent=300), torch.rand(2085, generator=gen)),
+    ]
+    zero = random_boxes(gen, 200)
+    zero[::3, 2] = zero[::3, 0]   # zero width
+    zero[1::3, 3] = zero[1::3, 1]  # zero height
+    out.append(("zero-area", zero, torch.rand(200, generator=gen)))
+    inv = random_boxes(gen, 200)
+    inv[::4] = inv[::4, [2, 3, 0, 1]]  # x2 < x1 and y2 < y1
+    inv[1::4] = inv[1::4, [2, 1, 0, 3]]  # x2 < x1 only
+    out.append(("inverted", inv, torch.rand(200, generator=gen)))
+    nan = torch.rand(300, generator=gen)
+    nan[::7] = math.nan
+    out.append(("nan-scores", clustered_boxes(gen, 300), nan))
+    return out
+
+
+THRESHOLDS = [0.0, 0.5, 0.7, 1.0]
+
+
+@pytest.mark.parametrize("iou", THRESHOLDS)
+def test_nms_matches_torchvision(nms_backend, tv, iou, rng_seed):
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = nms_backend.device
+    for name, boxes, scores in cases(gen):
+        boxes, scores = boxes.to(d), scores.to(d)
+        want = tv.ops.nms(boxes, scores, iou)
+        got = nms(boxes, scores, iou, backend=nms_backend.name)
+        assert got.dtype == torch.int64 and got.device.type == d.type, name
+        assert torch.equal(got.cpu(), want.cpu()), f"{name}: {got.tolist()[:20]} != {want.tolist()[:20]}"
+
+
+@pytest.mark.parametrize("iou", [0.0, 0.5, 1.0])
+def test_batched_nms_matches_torchvision(nms_backend, tv, iou, rng_seed):
+    # Coordinates on a 1/8 grid below 128 and distinct scores: torchvision's class-offset trick is
+    # then exact, and its per-class path orders equal scores arbitrarily, so neither ambiguity
+    # reaches the comparison.
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = nms_backend.device
+    for n, classes in [(0, 1), (1, 1), (200, 3), (900, 10), (3000, 50)]:
+        boxes = random_boxes(gen, n, grid=0.125).to(d)
+        scores = torch.randperm(n, generator=gen).float().div(n).to(d)
+        idxs = torch.randint(0, classes, (n,), generator=gen).to(d)
+        want = tv.ops.batched_nms(boxes, scores, idxs, iou)
+        got = batched_nms(boxes, scores, idxs, iou, backend=nms_backend.name)
+        assert torch.equal(got.cpu(), want.cpu()), (n, classes)
+        # Integer idxs of any width give the same answer.
+        got32 = batched_nms(boxes, scores, idxs.int(), iou, backend=nms_backend.name)
+        assert torch.equal(got32.cpu(), want.cpu())
+
+
+def test_batched_nms_ties_match_per_class_nms(nms_backend, rng_seed):
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = nms_backend.device
+    boxes = clustered_boxes(gen, 500).to(d)
+    scores = (torch.randint(0, 5, (500,), generator=gen).float() / 5).to(d)
+    idxs = torch.randint(0, 4, (500,), generator=gen).to(d)
+    got = batched_nms(boxes, scores, idxs, 0.5, backend=nms_backend.name)
+    assert torch.equal(got.cpu(), batched_nms_torch(boxes, scores, idxs, 0.5).cpu())
+    # Each class on its own gives the same kept set.
+    for c in range(4):
+        sel = torch.nonzero(idxs == c).flatten()
+        own = sel[nms(boxes[sel], scores[sel], 0.5, backend=nms_backend.name)]
+        assert set(own.tolist()) == set(got[idxs[got] == c].tolist())
+
+
+def test_nms_against_reference_all_dtypes(nms_backend, rng_seed):
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = nms_backend.device
+    for dtype in (torch.float64, torch.float16, torch.bfloat16):
+        boxes = clustered_boxes(gen, 400).to(d, dtype)
+        scores = torch.rand(400, generator=gen).to(d, dtype)
+        got = nms(boxes, scores, 0.5, backend=nms_backend.name)
+        assert torch.equal(got.cpu(), nms_torch(boxes, scores, 0.5).cpu()), dtype
+
+
+def test_nms_non_contiguous(nms_backend, rng_seed):
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = nms_backend.device
+    base = torch.cat([clustered_boxes(gen, 300), torch.rand(300, 1, generator=gen)], 1).to(d)
+    boxes, scores = base[::2, :4], base[::2, 4]
+    assert not boxes.is_contiguous() and not scores.is_contiguous()
+    got = nms(boxes, scores, 0.5, backend=nms_backend.name)
+    assert torch.equal(got.cpu(), nms_torch(boxes.contiguous(), scores.contiguous(), 0.5).cpu())
+
+
+# ---------------------------------------------------------------------------------------------
+# The padded multi-image form
+
+
+def per_image_loop(tv, boxes, scores, labels, iou, score_threshold, top_k, max_det):
+    """What a detector does image by image with torchvision: filter, top-k, NMS, truncate."""
+    out = []
+    for b in range(boxes.shape[0]):
+        keep = torch.nonzero(scores[b] > score_threshold).flatten()
+        s = scores[b][keep]
+        if top_k:
+            s, order = s.topk(min(top_k, s.numel()))
+            keep = keep[order]
+        else:
+            s, order = s.sort(descending=True, stable=True)
+            keep = keep[order]
+        if labels is None:
+            k = tv.ops.nms(boxes[b][keep], s, iou)
+        else:
+            k = tv.ops.batched_nms(boxes[b][keep], s, labels[b][keep], iou)
+        out.append(keep[k][:max_det] if max_det else keep[k])
+    return out
+
+
+def check_detections(det: Detections, boxes, scores, labels, expected):
+    batch = boxes.shape[0]
+    k = det.scores.shape[1]
+    assert det.boxes.shape == (batch, k, 4) and det.labels.shape == (batch, k)
+    assert det.indices.shape == (batch, k) and det.counts.shape == (batch,)
+    for b in range(batch):
+        idx = expected[b].to(det.indices.device)
+        c = idx.numel()
+        assert int(det.counts[b]) == c, b
+        assert torch.equal(det.indices[b, :c], idx), b
+        assert torch.equal(det.boxes[b, :c], boxes[b][idx])
+        assert torch.equal(det.scores[b, :c], scores[b][idx])
+        want_labels = torch.zeros_like(idx) if labels is None else labels[b][idx].long()
+        assert torch.equal(det.labels[b, :c], want_labels)
+        assert (det.indices[b, c:] == -1).all() and (det.labels[b, c:] == -1).all()
+        assert (det.scores[b, c:] == 0).all() and (det.boxes[b, c:] == 0).all()
+
+
+@pytest.mark.parametrize("per_class", [False, True], ids=["agnostic", "per-class"])
+@pytest.mark.parametrize("limits", [(None, None, -math.inf), (300, 100, 0.05), (50, 1000, 0.5)],
+                         ids=["no-limits", "topk300-max100", "topk50-max1000"])
+def test_padded_equals_torchvision_loop(nms_backend, tv, per_class, limits, rng_seed):
+    top_k, max_det, sthr = limits
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = nms_backend.device
+    batch, n = 6, 700
+    boxes = torch.stack([random_boxes(gen, n, grid=0.125) for _ in range(batch)]).to(d)
+    # Distinct scores: torch.topk and a stable sort agree only without ties.
+    scores = torch.stack([torch.randperm(n, generator=gen).float().div(n) for _ in range(batch)]).to(d)
+    labels = torch.randint(0, 7, (batch, n), generator=gen).to(d) if per_class else None
+    det = nms_padded(boxes, scores, labels, 0.5, sthr, top_k, max_det, backend=nms_backend.name)
+    expected = per_image_loop(tv, boxes, scores, labels, 0.5, sthr, top_k, max_det)
+    check_detections(det, boxes, scores, labels, expected)
+
+
+@pytest.mark.parametrize("per_class", [False, True], ids=["agnostic", "per-class"])
+def test_padded_equals_reference_with_ties_and_edges(nms_backend, per_class, rng_seed):
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = nms_backend.device
+    batch, n = 5, 400
+    boxes = torch.stack([clustered_boxes(gen, n) for _ in range(batch)])
+    boxes[1, ::5] = boxes[1, ::5, [2, 3, 0, 1]]           # inverted boxes
+    boxes[2, ::3, 2] = boxes[2, ::3, 0]                   # zero-area boxes
+    boxes[3] = boxes[3, :1].expand(n, 4)                  # identical boxes
+    scores = torch.randint(0, 6, (batch, n), generator=gen).float() / 6  # many ties
+    scores[0, ::4] = math.nan
+    scores[4] = -math.inf                                 # no candidate at all
+    scores[4, 7] = 0.5
+    labels = torch.randint(0, 3, (batch, n), generator=gen) if per_class else None
+    boxes, scores = boxes.to(d), scores.to(d)
+    labels = labels.to(d) if labels is not None else None
+    for iou in (0.0, 0.5, 1.0):
+        for top_k, max_det, sthr in [(None, None, -math.inf), (100, 20, 0.1), (1, 1, 0.0)]:
+            det = nms_padded(boxes, scores, labels, iou, sthr, top_k, max_det, backend=nms_backend.name)
+            ref = nms_padded_torch(boxes.cpu(), scores.cpu(), None if labels is None else labels.cpu(),
+                                   iou, sthr, top_k or 0, max_det or 0)
+            for got, want in zip(det, ref):
+                assert torch.equal(got.cpu(), want), (iou, top_k, max_det, sthr)
+    # NaN and -inf scores are never candidates.
+    det = nms_padded(boxes, scores, labels, 0.5, backend=nms_backend.name)
+    assert not torch.isnan(det.scores).any()
+    assert int(det.counts[4]) == 1 and int(det.indices[4, 0]) == 7
+
+
+def test_padded_empty_and_tiny(nms_backend):
+    d = nms_backend.device
+    det = nms_padded(torch.zeros(3, 0, 4, device=d), torch.zeros(3, 0, device=d),
+                     backend=nms_backend.name)
+    assert det.boxes.shape == (3, 0, 4) and det.counts.tolist() == [0, 0, 0]
+    det = nms_padded(torch.zeros(0, 5, 4, device=d), torch.zeros(0, 5, device=d), max_detections=3,
+                     backend=nms_backend.name)
+    assert det.boxes.shape == (0, 3, 4) and det.counts.shape == (0,)
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [1, 1, 11, 11]]], device=d)
+    det = nms_padded(boxes, torch.tensor([[0.4, 0.9]], device=d), backend=nms_backend.name)
+    assert det.indices.tolist() == [[1, -1]] and det.counts.tolist() == [1]
+
+
+def test_padded_many_blocks(nms_backend, rng_seed):
+    # More than 64 candidates per image in several 64-box words, and a max_detections that stops
+    # the walk in the middle of a word.
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = nms_backend.device
+    boxes = torch.stack([random_boxes(gen, 1500, extent=400) for _ in range(3)]).to(d)
+    scores = torch.rand(3, 1500, generator=gen).to(d)
+    for max_det in (None, 70, 129):
+        det = nms_padded(boxes, scores, None, 0.3, max_detections=max_det, backend=nms_backend.name)
+        ref = nms_padded_torch(boxes.cpu(), scores.cpu(), None, 0.3, -math.inf, 0, max_det or 0)
+        for got, want in zip(det, ref):
+            assert torch.equal(got.cpu(), want)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs
+
+
+def test_bad_inputs():
+    b, s = torch.rand(5, 4), torch.rand(5)
+    with pytest.raises(TypeError, match="boxes"):
+        nms([[0, 0, 1, 1]], s, 0.5)
+    with pytest.raises(ValueError, match="boxes"):
+        nms(torch.rand(5, 3), s, 0.5)
+    with pytest.raises(ValueError, match="scores"):
+        nms(b, torch.rand(6), 0.5)
+    with pytest.raises(ValueError, match="scores"):
+        nms(b, torch.rand(5, 1), 0.5)
+    with pytest.raises(TypeError, match="boxes"):
+        nms(b.long(), s, 0.5)
+    with pytest.raises(TypeError, match="scores"):
+        nms(b, s.int(), 0.5)
+    with pytest.raises(TypeError, match="iou_threshold"):
+        nms(b, s, "0.5")
+    with pytest.raises(ValueError, match="idxs"):
+        batched_nms(b, s, torch.zeros(4, dtype=torch.long), 0.5)
+    with pytest.raises(TypeError, match="idxs"):
+        batched_nms(b, s, torch.zeros(5), 0.5)
+    with pytest.raises(ValueError, match="backend"):
+        nms(b, s, 0.5, backend="triton")
+    with pytest.raises(ValueError, match="boxes"):
+        nms_padded(b, s)
+    with pytest.raises(ValueError, match="labels"):
+        nms_padded(b[None], s[None], torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="max_detections"):
+        nms_padded(b[None], s[None], max_detections=0)
+    with pytest.raises(TypeError, match="pre_nms_top_k"):
+        nms_padded(b[None], s[None], pre_nms_top_k=2.5)
+
+
+def test_native_op_checks_arguments_too():
+    if not torch.ops.mlperf_fast.nms.default.has_kernel_for_dispatch_key("CPU"):
+        pytest.skip("extension not built")
+    with pytest.raises(ValueError, match="scores"):
+        torch.ops.mlperf_fast.nms(torch.rand(5, 4), torch.rand(4), 0.5)
+    with pytest.raises(TypeError, match="idxs"):
+        torch.ops.mlperf_fast.batched_nms(torch.rand(5, 4), torch.rand(5), torch.rand(5), 0.5)
+    with pytest.raises(ValueError, match="boxes"):
+        torch.ops.mlperf_fast.nms_padded(torch.rand(5, 4), torch.rand(5), None, 0.5, 0.0, 0, 0)
+
+
+@pytest.mark.cuda
+def test_mixed_devices_rejected():
+    with pytest.raises(ValueError, match="device|on"):
+        nms(torch.rand(5, 4), torch.rand(5, device="cuda"), 0.5)
+
+
+@pytest.mark.cuda
+def test_large_single_image_matches_torchvision(tv, rng_seed):
+    gen = torch.Generator().manual_seed(rng_seed)
+    for n in (20_000, 50_000):
+        # On the 1/8 grid, torchvision's class offsets (up to ~85,000 here) stay exact in float32.
+        boxes = random_boxes(gen, n, extent=1000, size=(4, 80), grid=0.125).cuda()
+        scores = torch.rand(n, generator=gen).cuda()
+        assert torch.equal(nms(boxes, scores, 0.5), tv.ops.nms(boxes, scores, 0.5))
+        idxs = torch.randint(0, 80, (n,), generator=gen).cuda()
+        want = tv.ops.batched_nms(boxes, scores, idxs, 0.5)
+        assert torch.equal(batched_nms(boxes, scores, idxs, 0.5), want)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_capture_padded(rng_seed):
+    gen = torch.Generator().manual_seed(rng_seed)
+    boxes = torch.stack([clustered_boxes(gen, 500) for _ in range(4)]).cuda()
+    scores = torch.rand(4, 500, generator=gen).cuda()
+    nms_padded(boxes, scores, None, 0.5, 0.1, 300, 100)  # warm up outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        det = nms_padded(boxes, scores, None, 0.5, 0.1, 300, 100)
+    scores.copy_(torch.rand(4, 500, generator=gen).cuda())
+    graph.replay()
+    ref = nms_padded_torch(boxes.cpu(), scores.cpu(), None, 0.5, 0.1, 300, 100)
+    for got, want in zip(det, ref):
+        assert torch.equal(got.cpu(), want)
+
+
+def test_fake_implementations():
+    if not torch.ops.mlperf_fast.nms_padded.default.has_kernel_for_dispatch_key("CPU"):
+        pytest.skip("extension not built")
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    with FakeTensorMode(shape_env=ShapeEnv()) as mode:
+        boxes = mode.from_tensor(torch.rand(2, 50, 4))
+        scores = mode.from_tensor(torch.rand(2, 50))
+        out = torch.ops.mlperf_fast.nms_padded(boxes, scores, None, 0.5, 0.0, 30, 10)
+        assert out[0].shape == (2, 10, 4) and out[4].shape == (2,) and out[2].dtype == torch.int64
+        keep = torch.ops.mlperf_fast.nms(boxes[0], scores[0], 0.5)
+        assert keep.dim() == 1 and keep.dtype == torch.int64
