@@ -5,5 +5,6 @@ semantics, and picks its backend (native C++/CUDA, Triton, or PyTorch) as descri
 ``mlperf_fast.ops._library``.
 """
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
+from mlperf_fast.ops.rnnt_loss import rnnt_loss
 
-__all__ = ["multi_tensor_l2norm"]
+__all__ = ["multi_tensor_l2norm", "rnnt_loss"]
