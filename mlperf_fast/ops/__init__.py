@@ -6,5 +6,6 @@ semantics, and picks its backend (native C++/CUDA, Triton, or PyTorch) as descri
 """
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
 from mlperf_fast.ops.rnnt_loss import rnnt_loss
+from mlperf_fast.ops.transducer_joint_loss import transducer_joint_loss
 
-__all__ = ["multi_tensor_l2norm", "rnnt_loss"]
+__all__ = ["multi_tensor_l2norm", "rnnt_loss", "transducer_joint_loss"]
