@@ -4,8 +4,9 @@ Each op checks its arguments before any launch, runs on the CPU and the GPU with
 semantics, and picks its backend (native C++/CUDA, Triton, or PyTorch) as described in
 ``mlperf_fast.ops._library``.
 """
+from mlperf_fast.ops.lstm_cell import lstm_cell, lstm_layer
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
 from mlperf_fast.ops.rnnt_loss import rnnt_loss
 from mlperf_fast.ops.transducer_joint_loss import transducer_joint_loss
 
-__all__ = ["multi_tensor_l2norm", "rnnt_loss", "transducer_joint_loss"]
+__all__ = ["lstm_cell", "lstm_layer", "multi_tensor_l2norm", "rnnt_loss", "transducer_joint_loss"]
