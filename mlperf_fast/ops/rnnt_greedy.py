@@ -71,7 +71,7 @@ def _pred_step(net: PredictionNet, x, h, c, backend):
 @torch.no_grad()
 def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: PredictionNet,
                        blank: int = -1, max_symbols_per_step: int = 30, *,
-                       backend: str = "auto") -> list[list[int]]:
+                       backend: str = "auto", cuda_graph: bool = True) -> list[list[int]]:
     """Greedy transcripts of a batch.
 
     Args:
@@ -82,6 +82,9 @@ def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: Prediction
         blank: blank class of the joint's output (negative counts from the end).
         max_symbols_per_step: most labels emitted at one frame (the reference's cap), >= 1.
         backend: backend of the LSTM cell ("auto", "triton", "torch").
+        cuda_graph: on a GPU, replay the inner step (joint, argmax, prediction-network step,
+            state update: ~25 kernels) as one CUDA graph; one host sync per inner step remains,
+            to stop once no utterance emits.
 
     Returns:
         One list of label ids per utterance.
@@ -116,27 +119,68 @@ def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: Prediction
     h = [f.new_zeros(bsz, hid) for _ in net.lstm]
     c = [f.new_zeros(bsz, hid) for _ in net.lstm]
     g, h, c = _pred_step(net, f.new_zeros(bsz, net.embedding.shape[1]), h, c, backend)
+    st = _State(ft=f.new_zeros(bsz, f.shape[2]), g=g, h=h, c=c,
+                going=torch.zeros(bsz, dtype=torch.bool, device=dev),
+                labels=torch.zeros(bsz, f.shape[1] * max_symbols_per_step + 1, dtype=torch.int64,
+                                   device=dev),
+                counts=torch.zeros(bsz, dtype=torch.int64, device=dev),
+                rows=torch.arange(bsz, device=dev))
+    step = lambda: _inner_step(st, net, blank, backend)  # noqa: E731
+    if cuda_graph and dev.type == "cuda":
+        step = _capture(step)
     f_len = f_lengths.to(dev)
-    labels = torch.empty(bsz, f.shape[1] * max_symbols_per_step, dtype=torch.int64, device=dev)
-    counts = torch.zeros(bsz, dtype=torch.int64, device=dev)
-    rows = torch.arange(bsz, device=dev)
     for t in range(max(lens, default=0)):
-        going = t < f_len
-        ft = f[:, t]
+        st.ft.copy_(f[:, t])
+        torch.gt(f_len, t, out=st.going)
         for _ in range(max_symbols_per_step):
-            logits = F.linear(torch.relu(ft + g), net.joint_weight, net.joint_bias)
-            k = logits.argmax(-1)
-            going = going & (k != blank)
-            if not bool(going.any()):
+            step()
+            if not bool(st.going.any()):
                 break
-            labels[rows, counts.clamp(max=labels.shape[1] - 1)] = k
-            counts += going
-            x = F.embedding(torch.where(going, k, 0), net.embedding)
-            g_new, h_new, c_new = _pred_step(net, x, h, c, backend)
-            keep = going[:, None]
-            g = torch.where(keep, g_new, g)
-            h = [torch.where(keep, a, b) for a, b in zip(h_new, h)]
-            c = [torch.where(keep, a, b) for a, b in zip(c_new, c)]
-    counts_l = counts.tolist()
-    labels_l = labels.tolist()
+    counts_l = st.counts.tolist()
+    labels_l = st.labels.tolist()
     return [labels_l[b][: counts_l[b]] for b in range(bsz)]
+
+
+@dataclass
+class _State:
+    """The decoder's state, updated in place so one CUDA graph can replay the inner step."""
+
+    ft: torch.Tensor        # (B, J) the current frame
+    g: torch.Tensor         # (B, J) prediction network output for each utterance's last label
+    h: list[torch.Tensor]   # per layer (B, H)
+    c: list[torch.Tensor]
+    going: torch.Tensor     # (B,) still emitting at this frame
+    labels: torch.Tensor    # (B, T * max_symbols + 1); the last column takes discarded writes
+    counts: torch.Tensor    # (B,) labels emitted so far
+    rows: torch.Tensor
+
+
+def _inner_step(st: _State, net: PredictionNet, blank: int, backend: str) -> None:
+    """Joint and argmax for every utterance; where the argmax is a label and the utterance is
+    still going at this frame, emit it and advance the prediction network."""
+    logits = F.linear(torch.relu(st.ft + st.g), net.joint_weight, net.joint_bias)
+    k = logits.argmax(-1)
+    st.going.logical_and_(k != blank)
+    last = st.labels.shape[1] - 1
+    st.labels[st.rows, torch.where(st.going, st.counts, last)] = k
+    st.counts.add_(st.going)
+    x = F.embedding(torch.where(st.going, k, 0), net.embedding)
+    g_new, h_new, c_new = _pred_step(net, x, st.h, st.c, backend)
+    keep = st.going[:, None]
+    st.g.copy_(torch.where(keep, g_new, st.g))
+    for old, new in zip(st.h + st.c, h_new + c_new):
+        old.copy_(torch.where(keep, new, old))
+
+
+def _capture(step):
+    """``step`` captured once in a CUDA graph (after a warm-up that compiles the kernels; the
+    warm-up runs with no utterance going, so it changes no state)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay

@@ -99,3 +99,18 @@ def test_bad_input():
         rnnt_greedy_decode(f, torch.tensor([1, 1]), net, blank=12)
     with pytest.raises(ValueError, match="max_symbols_per_step"):
         rnnt_greedy_decode(f, torch.tensor([1, 1]), net, max_symbols_per_step=0)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_and_eager_match_reference(rng_seed):
+    m = make_model(rng_seed % 1000, classes=33, emb=16, hid=32, joint=24)
+    gen = torch.Generator().manual_seed(rng_seed)
+    f = torch.randn(40, 25, 24, generator=gen) * 2
+    f_lengths = torch.randint(0, 26, (40,), generator=gen)
+    want = reference_decode(m, f, f_lengths, 4)
+    m = m.cuda()
+    net = PredictionNet.from_modules(m["embed"], m["lstm"], m["pred"], m["out"])
+    for graph in (False, True):
+        got = rnnt_greedy_decode(f.cuda(), f_lengths.cuda(), net, max_symbols_per_step=4,
+                                 cuda_graph=graph)
+        assert got == want
