@@ -5,8 +5,8 @@ Three kernels, each reading the (B, T, U+1, V) logits at most once:
 1. ``_row_stats``, one program per (b, t, u) row: the log-softmax normalizer of the row (an
    online logsumexp over vocabulary tiles) and the two log-probabilities the recursions need,
    blank and the next target label. Rows outside an utterance's lengths are skipped.
-2. ``_alpha_beta``, one program per utterance: the forward (alpha) and backward (beta)
-   recursions over the lattice, one time step at a time; along u each step is a first-order
+2. ``_alpha_beta``, two programs per utterance, one for the forward (alpha) and one for the
+   backward (beta) recursion over the lattice, one time step at a time; along u each step is a first-order
    linear recurrence in log space, x_u = logaddexp(a_u, c_u + x_{u-1}), done as an associative
    scan in registers (no shared-memory wavefront, no barriers).
 3. ``_row_grad``, one program per row: the gradient with respect to the logits, written
@@ -93,6 +93,16 @@ def _alpha_beta(
     in_u = lane <= u_len
     plane = b * T * U1
 
+    if tl.program_id(1) == 0:
+        _alpha_pass(lp_blank, lp_emit, alpha, log_like, b, plane, t_len, u_len, lane, in_u, U1,
+                    tl.num_programs(0))
+    else:
+        _beta_pass(lp_blank, lp_emit, beta, log_like, b, plane, t_len, u_len, lane, in_u, U1)
+
+
+@triton.jit
+def _alpha_pass(lp_blank, lp_emit, alpha, log_like, b, plane, t_len, u_len, lane, in_u, U1,
+                n_b):
     # alpha[t, u] = logaddexp(alpha[t-1, u] + blank[t-1, u], alpha[t, u-1] + emit[t, u-1])
     a = tl.where(lane == 0, 0.0, float("-inf"))
     c = tl.load(lp_emit + plane + lane - 1, mask=in_u & (lane >= 1), other=0.0)
@@ -108,7 +118,11 @@ def _alpha_beta(
         tl.store(alpha + row + lane, prev, mask=in_u)
     last = plane + (t_len - 1) * U1 + u_len
     ll_alpha = tl.sum(tl.where(lane == u_len, prev, 0.0), axis=0) + tl.load(lp_blank + last)
+    tl.store(log_like + n_b + b, ll_alpha)
 
+
+@triton.jit
+def _beta_pass(lp_blank, lp_emit, beta, log_like, b, plane, t_len, u_len, lane, in_u, U1):
     # beta in reversed lanes: lane j holds u = u_len - j, so the recurrence along u runs forward.
     # beta[t, u] = logaddexp(beta[t+1, u] + blank[t, u], beta[t, u+1] + emit[t, u])
     u = u_len - lane
@@ -128,7 +142,6 @@ def _alpha_beta(
     # The loss comes from beta[0, 0]; alpha's end point is its check (they agree to rounding).
     ll_beta = tl.sum(tl.where(lane == u_len, prev, 0.0), axis=0)
     tl.store(log_like + b, ll_beta)
-    tl.store(log_like + tl.num_programs(0) + b, ll_alpha)
 
 
 @triton.jit
@@ -205,9 +218,11 @@ def alpha_beta(lp_blank: torch.Tensor, lp_emit: torch.Tensor, logit_lengths: tor
     log_like = torch.empty((2, bsz), dtype=torch.float32, device=lp_blank.device)
     if bsz:
         block_u = triton.next_power_of_2(max(u1, 2))
-        _alpha_beta[(bsz,)](
+        # One warp up to 256 lanes: the scan then stays within the warp's shuffles, and the
+        # recursion's T sequential steps are latency-bound.
+        _alpha_beta[(bsz, 2)](
             lp_blank, lp_emit, logit_lengths, target_lengths, alpha, beta, log_like,
-            t_max, u1, BLOCK_U=block_u, num_warps=max(1, min(8, block_u // 64)))
+            t_max, u1, BLOCK_U=block_u, num_warps=max(1, min(8, block_u // 256)))
     return alpha, beta, log_like[0], log_like[1]
 
 

@@ -92,8 +92,14 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
     w_t = weight.t()
     for b0, b1, tc, uc in _groups(t_list, u_list, budget):
         n = b1 - b0
-        z = f[b0:b1, :tc, None, :] + g[b0:b1, None, :uc, :]
-        z.relu_()
+        if backend == "triton":
+            from mlperf_fast.kernels import transducer_joint as kj
+
+            tables = kj.dense_tables(n, tc, uc, dev)
+            z = kj.joint_forward(f[b0:b1], g[b0:b1], f.new_empty((n, tc, uc, hid)), tables, tc, uc)
+        else:
+            z = f[b0:b1, :tc, None, :] + g[b0:b1, None, :uc, :]
+            z.relu_()
         if dropout > 0:
             z = F.dropout(z, dropout, training=True, inplace=True)
         z2 = z.view(-1, hid)
@@ -117,7 +123,13 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
                 db[b0:b1] += dl.sum(1, dtype=acc)
             else:
                 db[0] += dl.view(-1, classes).sum(0, dtype=acc)
-        if need_f or need_g:
+        if (need_f or need_g) and backend == "triton":
+            dz = dl.view(-1, classes) @ weight
+            kj.joint_backward(dz, z, df[b0:b1] if need_f else f.new_empty(n, tc, hid),
+                              dg[b0:b1] if need_g else g.new_empty(n, uc, hid), tables, tc, uc,
+                              1.0 / keep)
+            del dz
+        elif need_f or need_g:
             dz = (dl.view(-1, classes) @ weight).view(n, tc, uc, hid)
             dz.masked_fill_(z <= 0, 0)
             if dropout > 0:

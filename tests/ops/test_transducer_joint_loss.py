@@ -109,14 +109,16 @@ def test_edge_lengths(joint_backend, t_lens, u_lens, rng_seed):
         torch.testing.assert_close(got.double(), want, rtol=0, atol=atol)
 
 
-def test_dropout_matches_functional(rng_seed):
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="Triton's interpreter needs TRITON_INTERPRET=1"))])
+def test_dropout_matches_functional(backend, rng_seed):
     # One group, so the op's single F.dropout call draws the same mask as the reference's.
     gen = torch.Generator().manual_seed(rng_seed)
     params, targets, t_lens, u_lens = make(gen, 3, 5, 4, 8, 9)
     weight = torch.ones(3, dtype=torch.float64)
     ref_loss, ref_grads = reference(params, targets, t_lens, u_lens, "sum", weight, 0.3, rng_seed)
     torch.manual_seed(rng_seed)
-    loss, grads = ours(params, targets, t_lens, u_lens, "sum", weight, "torch", "cpu",
+    loss, grads = ours(params, targets, t_lens, u_lens, "sum", weight, backend, "cpu",
                        torch.float32, dropout=0.3)
     torch.testing.assert_close(loss.double(), ref_loss, rtol=2e-5, atol=5e-5)
     for got, want in zip(grads, ref_grads):
