@@ -29,9 +29,9 @@ def _block_v(v: int) -> int:
 
 @triton.jit
 def _row_stats(
-    logits, targets, logit_lengths, target_lengths, lse, lp_blank, lp_emit,
+    logits, targets, logit_lengths, target_lengths, lse, lp_blank, lp_emit, row_base,
     T, U1, V, UMAX, blank,
-    FUSED: tl.constexpr, BLOCK_V: tl.constexpr,
+    FUSED: tl.constexpr, PACKED: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     u = row % U1
@@ -42,7 +42,10 @@ def _row_stats(
     valid = (t < t_len) & (u <= u_len)
     has_label = valid & (u < u_len)
     label = tl.load(targets + b * UMAX + u, mask=has_label, other=0).to(tl.int64)
-    base = logits + row * V
+    if PACKED:
+        base = logits + (tl.load(row_base + b) + t * (u_len + 1) + u) * V
+    else:
+        base = logits + row * V
     if FUSED:
         offs = tl.arange(0, BLOCK_V)
         m = tl.full([BLOCK_V], float("-inf"), tl.float32)
@@ -147,8 +150,8 @@ def _beta_pass(lp_blank, lp_emit, beta, log_like, b, plane, t_len, u_len, lane, 
 @triton.jit
 def _row_grad(
     logits, grad, targets, logit_lengths, target_lengths, lse, lp_blank, lp_emit, alpha, beta,
-    log_like, scale, T, U1, V, UMAX, blank, clamp,
-    FUSED: tl.constexpr, CLAMP: tl.constexpr, BLOCK_V: tl.constexpr,
+    log_like, scale, row_base, T, U1, V, UMAX, blank, clamp,
+    FUSED: tl.constexpr, CLAMP: tl.constexpr, PACKED: tl.constexpr, BLOCK_V: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     u = row % U1
@@ -156,8 +159,13 @@ def _row_grad(
     b = row // (U1 * T)
     t_len = tl.load(logit_lengths + b)
     u_len = tl.load(target_lengths + b)
+    in_lattice = (t < t_len) & (u <= u_len)
+    if PACKED:
+        lrow = tl.load(row_base + b) + t * (u_len + 1) + u
+    else:
+        lrow = row
     ll = tl.load(log_like + b)
-    valid = (t < t_len) & (u <= u_len) & (ll > float("-inf"))
+    valid = in_lattice & (ll > float("-inf"))
     has_label = valid & (u < u_len)
     label = tl.load(targets + b * UMAX + u, mask=has_label, other=0).to(tl.int64)
     g_scale = tl.load(scale + b)
@@ -179,7 +187,7 @@ def _row_grad(
         v = v0 + offs
         in_v = v < V
         if FUSED:
-            x = tl.load(logits + row * V + v, mask=in_v & valid, other=0.0).to(tl.float32)
+            x = tl.load(logits + lrow * V + v, mask=in_v & valid, other=0.0).to(tl.float32)
             g = tl.exp(x - norm + occ_log)
         else:
             g = tl.zeros([BLOCK_V], tl.float32)
@@ -188,23 +196,32 @@ def _row_grad(
         if CLAMP:
             g = tl.minimum(tl.maximum(g, -clamp), clamp)
         g = tl.where(valid, g * g_scale, 0.0)
-        tl.store(grad + row * V + v, g.to(grad.dtype.element_ty), mask=in_v)
+        # Packed rows exist only inside the lattice; dense padding rows get zeros.
+        tl.store(grad + lrow * V + v, g.to(grad.dtype.element_ty),
+                 mask=in_v & in_lattice if PACKED else in_v)
 
 
 def row_stats(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
-              target_lengths: torch.Tensor, blank: int, fused_log_softmax: bool):
+              target_lengths: torch.Tensor, blank: int, fused_log_softmax: bool,
+              packed: tuple[torch.Tensor, int, int] | None = None):
     """(lse, log p(blank), log p(next label)), each (B, T, U+1) float32; -inf outside lengths.
 
-    ``logits`` (B, T, U+1, V) contiguous; ``targets`` (B, U) int32/int64 contiguous; arguments
-    already checked."""
-    bsz, t_max, u1, v = logits.shape
+    ``logits`` (B, T, U+1, V) contiguous, or with ``packed = (row_base, T, U+1)`` the packed
+    (N, V) rows, utterance b's (t, u) at row_base[b] + t * (U_b + 1) + u; ``targets`` (B, U)
+    int32/int64 contiguous; arguments already checked."""
+    if packed is None:
+        bsz, t_max, u1, v = logits.shape
+        row_base = logit_lengths
+    else:
+        row_base, t_max, u1 = packed
+        bsz, v = logit_lengths.shape[0], logits.shape[-1]
     stats = torch.empty((3, bsz, t_max, u1), dtype=torch.float32, device=logits.device)
     rows = bsz * t_max * u1
     if rows:
         _row_stats[(rows,)](
             logits, targets, logit_lengths, target_lengths, stats[0], stats[1], stats[2],
-            t_max, u1, v, targets.shape[1], blank,
-            FUSED=fused_log_softmax, BLOCK_V=_block_v(v), num_warps=4)
+            row_base, t_max, u1, v, targets.shape[1], blank,
+            FUSED=fused_log_softmax, PACKED=packed is not None, BLOCK_V=_block_v(v), num_warps=4)
     return stats[0], stats[1], stats[2]
 
 
@@ -229,14 +246,21 @@ def alpha_beta(lp_blank: torch.Tensor, lp_emit: torch.Tensor, logit_lengths: tor
 def row_grad(logits: torch.Tensor, out: torch.Tensor, targets: torch.Tensor,
              logit_lengths: torch.Tensor, target_lengths: torch.Tensor, lse, lp_blank, lp_emit,
              alpha, beta, log_like, scale: torch.Tensor, blank: int, clamp: float,
-             fused_log_softmax: bool) -> torch.Tensor:
+             fused_log_softmax: bool, packed: tuple[torch.Tensor, int, int] | None = None
+             ) -> torch.Tensor:
     """Write d(sum_b scale[b] * loss_b)/d logits into ``out`` (may be ``logits`` itself: each
-    row is read before it is written, by the same program)."""
-    bsz, t_max, u1, v = logits.shape
+    row is read before it is written, by the same program). ``packed`` as in :func:`row_stats`."""
+    if packed is None:
+        bsz, t_max, u1, v = logits.shape
+        row_base = logit_lengths
+    else:
+        row_base, t_max, u1 = packed
+        bsz, v = logit_lengths.shape[0], logits.shape[-1]
     rows = bsz * t_max * u1
     if rows:
         _row_grad[(rows,)](
             logits, out, targets, logit_lengths, target_lengths, lse, lp_blank, lp_emit, alpha,
-            beta, log_like, scale, t_max, u1, v, targets.shape[1], blank, float(clamp),
-            FUSED=fused_log_softmax, CLAMP=clamp > 0, BLOCK_V=_block_v(v), num_warps=4)
+            beta, log_like, scale, row_base, t_max, u1, v, targets.shape[1], blank, float(clamp),
+            FUSED=fused_log_softmax, CLAMP=clamp > 0, PACKED=packed is not None,
+            BLOCK_V=_block_v(v), num_warps=4)
     return out

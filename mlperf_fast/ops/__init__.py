@@ -7,8 +7,10 @@ semantics, and picks its backend (native C++/CUDA, Triton, or PyTorch) as descri
 from mlperf_fast.ops.lstm_cell import lstm_cell, lstm_layer
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
 from mlperf_fast.ops.rnnt_greedy import PredictionNet, rnnt_greedy_decode
-from mlperf_fast.ops.rnnt_loss import rnnt_loss
+from mlperf_fast.ops.rnnt_loss import rnnt_loss, rnnt_loss_packed
+from mlperf_fast.ops.transducer_joint import transducer_joint
 from mlperf_fast.ops.transducer_joint_loss import transducer_joint_loss
 
 __all__ = ["lstm_cell", "lstm_layer", "multi_tensor_l2norm", "PredictionNet",
-           "rnnt_greedy_decode", "rnnt_loss", "transducer_joint_loss"]
+           "rnnt_greedy_decode", "rnnt_loss", "rnnt_loss_packed",
+           "transducer_joint", "transducer_joint_loss"]

@@ -346,3 +346,130 @@ def rnnt_loss(
     if reduction == "sum":
         return costs.sum()
     return costs
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed logits: only each utterance's lattice, as transducer_joint(pack_output=True) makes them
+
+
+@torch.library.custom_op("mlperf_fast::rnnt_loss_packed_forward", mutates_args=())
+def _packed_forward_op(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
+                       target_lengths: torch.Tensor, row_base: torch.Tensor, t_max: int, u1: int,
+                       blank: int, fused_log_softmax: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from mlperf_fast.kernels import rnnt_loss as k
+
+    targets = _nonempty(targets.contiguous())
+    packed = (row_base, t_max, u1)
+    lse, lp_blank, lp_emit = k.row_stats(logits.contiguous(), targets, logit_lengths,
+                                        target_lengths, blank, fused_log_softmax, packed)
+    alpha, beta, ll, _ = k.alpha_beta(lp_blank, lp_emit, logit_lengths, target_lengths)
+    return -ll, torch.stack([lse, lp_blank, lp_emit, alpha, beta])
+
+
+@_packed_forward_op.register_fake
+def _(logits, targets, logit_lengths, target_lengths, row_base, t_max, u1, blank,
+      fused_log_softmax):
+    bsz = logit_lengths.shape[0]
+    return (logits.new_empty((bsz,), dtype=torch.float32),
+            logits.new_empty((5, bsz, t_max, u1), dtype=torch.float32))
+
+
+@torch.library.custom_op("mlperf_fast::rnnt_loss_packed_backward", mutates_args=())
+def _packed_backward_op(grad_costs: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
+                        logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
+                        row_base: torch.Tensor, planes: torch.Tensor, costs: torch.Tensor,
+                        blank: int, clamp: float, fused_log_softmax: bool) -> torch.Tensor:
+    from mlperf_fast.kernels import rnnt_loss as k
+
+    lse, lp_blank, lp_emit, alpha, beta = planes.unbind(0)
+    out = torch.empty_like(logits)
+    return k.row_grad(logits.contiguous(), out, _nonempty(targets.contiguous()), logit_lengths,
+                      target_lengths, lse, lp_blank, lp_emit, alpha, beta,
+                      (-costs).float().contiguous(), grad_costs.float().contiguous(), blank,
+                      clamp, fused_log_softmax, (row_base, planes.shape[2], planes.shape[3]))
+
+
+@_packed_backward_op.register_fake
+def _(grad_costs, logits, targets, logit_lengths, target_lengths, row_base, planes, costs, blank,
+      clamp, fused_log_softmax):
+    return torch.empty_like(logits)
+
+
+class _PackedLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, targets, logit_lengths, target_lengths, row_base, t_max, u1, blank,
+                clamp, fused):
+        costs, planes = _packed_forward_op(logits, targets, logit_lengths, target_lengths,
+                                           row_base, t_max, u1, blank, fused)
+        ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, row_base, planes,
+                              costs)
+        ctx.args = (blank, float(clamp), fused)
+        return costs
+
+    @staticmethod
+    def backward(ctx, grad_costs):
+        blank, clamp, fused = ctx.args
+        grad = _packed_backward_op(grad_costs.contiguous(), *ctx.saved_tensors, blank, clamp,
+                                   fused)
+        return (grad,) + (None,) * 9
+
+
+def rnnt_loss_packed(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    logit_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    batch_offsets: torch.Tensor | None = None,
+    blank: int = -1,
+    clamp: float = -1,
+    reduction: str = "mean",
+    fused_log_softmax: bool = True,
+    *,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """:func:`rnnt_loss` on packed logits (N, C): utterance b's lattice node (t, u) at row
+    ``batch_offsets[b] - T_b * (U_b + 1) + t * (U_b + 1) + u`` (the layout of
+    ``transducer_joint(..., pack_output=True)``; ``batch_offsets`` is computed from the lengths
+    when not given, and must equal the inclusive cumulative sum of T_b * (U_b + 1)).
+    ``targets`` (B, U) with U >= max target length. Other arguments and the result as in
+    :func:`rnnt_loss`."""
+    from mlperf_fast.ops.transducer_joint import _index, packed_layout
+
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise ValueError("logits must be a packed (N, classes) tensor")
+    if logits.dtype not in LOGIT_DTYPES:
+        raise TypeError(f"logits has dtype {logits.dtype}; expected float32, float16, bfloat16 "
+                        "or float64")
+    if not isinstance(logit_lengths, torch.Tensor) or logit_lengths.dim() != 1:
+        raise ValueError("logit_lengths must be a (B,) tensor")
+    bsz = logit_lengths.shape[0]
+    t_max = int(logit_lengths.max()) if bsz else 1
+    u1 = targets.shape[1] + 1 if isinstance(targets, torch.Tensor) and targets.dim() == 2 else 1
+    blank = _check_targets(bsz, t_max, u1, logits.shape[1], logits.device, targets,
+                           logit_lengths, target_lengths, blank, clamp, reduction)
+    offsets, row_base = packed_layout(logit_lengths, target_lengths)
+    total = int(offsets[-1]) if bsz else 0
+    if logits.shape[0] != total:
+        raise ValueError(f"logits has {logits.shape[0]} rows but the lengths make {total}")
+    if batch_offsets is not None and not torch.equal(batch_offsets.to(offsets), offsets):
+        raise ValueError("batch_offsets is not the cumulative sum of T_b * (U_b + 1)")
+    if backend == "auto" and logits.dtype == torch.float64:
+        backend = "torch"
+    chosen = choose_backend("rnnt_loss", logits.device, backend)
+    if chosen == "triton":
+        u1 = int(target_lengths.max()) + 1 if bsz else 1
+        costs = _PackedLoss.apply(logits, targets, logit_lengths, target_lengths, row_base, t_max,
+                                  u1, blank, clamp, fused_log_softmax)
+    else:
+        if chosen == "native":
+            raise ValueError("backend 'native': rnnt_loss has Triton and torch kernels only")
+        b, t, u = _index(logit_lengths, target_lengths)
+        dense = logits.new_zeros((bsz, t_max, u1, logits.shape[1]))
+        dense = dense.index_put((b, t, u), logits)
+        costs = _RNNTLoss.apply(dense, targets, logit_lengths, target_lengths, blank, clamp,
+                                fused_log_softmax, "torch")
+    if reduction == "mean":
+        return costs.mean()
+    if reduction == "sum":
+        return costs.sum()
+    return costs
