@@ -128,7 +128,8 @@ def transducer_joint(
     bsz, t_max, _ = f.shape
     u1 = g.shape[1]
     dummy = torch.zeros(bsz, u1 - 1, dtype=torch.int32, device=f.device)
-    _check_targets(bsz, t_max, u1, 1, f.device, dummy, f_lengths, target_lengths, 0, -1.0,
+    # The loss's length checks, with placeholder labels (0) and classes (2, blank 1) that pass.
+    _check_targets(bsz, t_max, u1, 2, f.device, dummy, f_lengths, target_lengths, 1, -1.0,
                    "none")
     offsets, _ = packed_layout(f_lengths, target_lengths)
     if pack_output and packed_rows is None:
