@@ -22,14 +22,13 @@ def _joint_fwd(f, g, out, row_base, u_stride, t_lim, u_lim, f_bstride, g_bstride
         return
     n_u = tl.load(u_lim + b)
     base = tl.load(row_base + b) + t * tl.load(u_stride + b)
-    for h0 in range(0, H, BLOCK_H):
-        hh = h0 + tl.arange(0, BLOCK_H)
-        m = hh < H
-        fv = tl.load(f + b * f_bstride + t * H + hh, mask=m, other=0.0).to(tl.float32)
-        for u in range(0, n_u):
-            gv = tl.load(g + b * g_bstride + u * H + hh, mask=m, other=0.0).to(tl.float32)
-            z = tl.maximum(fv + gv, 0.0)
-            tl.store(out + (base + u) * H + hh, z.to(out.dtype.element_ty), mask=m)
+    hh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    m = hh < H
+    fv = tl.load(f + b * f_bstride + t * H + hh, mask=m, other=0.0).to(tl.float32)
+    for u in range(0, n_u):
+        gv = tl.load(g + b * g_bstride + u * H + hh, mask=m, other=0.0).to(tl.float32)
+        z = tl.maximum(fv + gv, 0.0)
+        tl.store(out + (base + u) * H + hh, z.to(out.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -42,16 +41,15 @@ def _joint_bwd_f(dz, z, df, row_base, u_stride, t_lim, u_lim, df_bstride, H, T, 
     valid = t < tl.load(t_lim + b)
     n_u = tl.where(valid, tl.load(u_lim + b), 0)
     base = tl.load(row_base + b) + t * tl.load(u_stride + b)
-    for h0 in range(0, H, BLOCK_H):
-        hh = h0 + tl.arange(0, BLOCK_H)
-        m = hh < H
-        acc = tl.zeros([BLOCK_H], tl.float32)
-        for u in range(0, n_u):
-            r = (base + u) * H + hh
-            d = tl.load(dz + r, mask=m, other=0.0).to(tl.float32)
-            zz = tl.load(z + r, mask=m, other=0.0).to(tl.float32)
-            acc += tl.where(zz > 0, d, 0.0)
-        tl.store(df + b * df_bstride + t * H + hh, (acc * scale).to(df.dtype.element_ty), mask=m)
+    hh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    m = hh < H
+    acc = tl.zeros([BLOCK_H], tl.float32)
+    for u in range(0, n_u):
+        r = (base + u) * H + hh
+        d = tl.load(dz + r, mask=m, other=0.0).to(tl.float32)
+        zz = tl.load(z + r, mask=m, other=0.0).to(tl.float32)
+        acc += tl.where(zz > 0, d, 0.0)
+    tl.store(df + b * df_bstride + t * H + hh, (acc * scale).to(df.dtype.element_ty), mask=m)
 
 
 @triton.jit
@@ -65,20 +63,21 @@ def _joint_bwd_g(dz, z, dg, row_base, u_stride, t_lim, u_lim, dg_bstride, H, U1,
     n_t = tl.where(valid, tl.load(t_lim + b), 0)
     base = tl.load(row_base + b) + u
     stride = tl.load(u_stride + b)
-    for h0 in range(0, H, BLOCK_H):
-        hh = h0 + tl.arange(0, BLOCK_H)
-        m = hh < H
-        acc = tl.zeros([BLOCK_H], tl.float32)
-        for t in range(0, n_t):
-            r = (base + t * stride) * H + hh
-            d = tl.load(dz + r, mask=m, other=0.0).to(tl.float32)
-            zz = tl.load(z + r, mask=m, other=0.0).to(tl.float32)
-            acc += tl.where(zz > 0, d, 0.0)
-        tl.store(dg + b * dg_bstride + u * H + hh, (acc * scale).to(dg.dtype.element_ty), mask=m)
+    hh = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    m = hh < H
+    acc = tl.zeros([BLOCK_H], tl.float32)
+    for t in range(0, n_t):
+        r = (base + t * stride) * H + hh
+        d = tl.load(dz + r, mask=m, other=0.0).to(tl.float32)
+        zz = tl.load(z + r, mask=m, other=0.0).to(tl.float32)
+        acc += tl.where(zz > 0, d, 0.0)
+    tl.store(dg + b * dg_bstride + u * H + hh, (acc * scale).to(dg.dtype.element_ty), mask=m)
 
 
 def _block_h(h: int) -> int:
-    return min(triton.next_power_of_2(max(h, 16)), 1024)
+    # 128 columns per program (one warp, 16-byte accesses): H = 512 gives 4 programs per row,
+    # enough programs in flight for the sequential loops over u or t to keep HBM busy.
+    return min(triton.next_power_of_2(max(h, 16)), 128)
 
 
 def dense_tables(n: int, t_max: int, u1: int, device) -> tuple[torch.Tensor, ...]:
@@ -98,8 +97,8 @@ def joint_forward(f: torch.Tensor, g: torch.Tensor, out: torch.Tensor, tables, t
     if n == 0 or hid == 0:
         return out
     block = _block_h(hid)
-    _joint_fwd[(n * t_max,)](f, g, out, *tables, f.stride(0), g.stride(0), hid, t_max, u1,
-                             BLOCK_H=block, num_warps=4)
+    _joint_fwd[(n * t_max, triton.cdiv(hid, block))](
+        f, g, out, *tables, f.stride(0), g.stride(0), hid, t_max, u1, BLOCK_H=block, num_warps=1)
     return out
 
 
@@ -111,7 +110,7 @@ def joint_backward(dz: torch.Tensor, z: torch.Tensor, df: torch.Tensor, dg: torc
     if n == 0 or hid == 0:
         return
     block = _block_h(hid)
-    _joint_bwd_f[(n * t_max,)](dz, z, df, *tables, df.stride(0), hid, t_max, float(scale),
-                               BLOCK_H=block, num_warps=4)
-    _joint_bwd_g[(n * u1,)](dz, z, dg, *tables, dg.stride(0), hid, u1, float(scale),
-                            BLOCK_H=block, num_warps=4)
+    _joint_bwd_f[(n * t_max, triton.cdiv(hid, block))](
+        dz, z, df, *tables, df.stride(0), hid, t_max, float(scale), BLOCK_H=block, num_warps=1)
+    _joint_bwd_g[(n * u1, triton.cdiv(hid, block))](
+        dz, z, dg, *tables, dg.stride(0), hid, u1, float(scale), BLOCK_H=block, num_warps=1)
