@@ -3,8 +3,9 @@
 Baselines, on the same inputs in the same run: the torch broadcast joint with F.linear and
 torchaudio's rnnt_loss (float32; for bfloat16 the logits are upcast for torchaudio, which has no
 bfloat16 kernel), and apex's TransducerJoint + Linear + TransducerLoss where apex is installed.
-Floor: the three GEMMs (projection, its input gradient, its weight gradient) at the measured bf16
-matmul rate.
+Ours in float32 runs its GEMMs as 3xTF32 on tensor cores (float32 accuracy); a second row shows
+it with cuBLAS float32 GEMMs. Floor: the three GEMMs (projection, its input gradient, its weight
+gradient) at the measured bf16 matmul rate.
 """
 from __future__ import annotations
 
@@ -96,3 +97,8 @@ def test_joint_loss_mlperf_shape(measure, dtype):
                 role="baseline", shape=SHAPE, flops=FLOPS)
     measure(group, "mlperf_fast transducer_joint_loss",
             _step(lambda: transducer_joint_loss(*params, *labels), params), shape=SHAPE, flops=FLOPS)
+    if dtype == torch.float32:
+        # The same with cuBLAS float32 GEMMs instead of the 3xTF32 Triton GEMMs.
+        measure(group, "mlperf_fast transducer_joint_loss, cuBLAS fp32 GEMMs",
+                _step(lambda: transducer_joint_loss(*params, *labels, fp32_gemm="cublas"), params),
+                shape=SHAPE, flops=FLOPS)

@@ -68,8 +68,22 @@ def _loss_group(logits, targets, t_len, u_len, blank, clamp, scale, backend, nee
     return -ll
 
 
+def _gemms(fp32_gemm: str):
+    """(z @ w_t + bias, a @ b, dl^T @ z) as cuBLAS (torch) calls or Triton 3xTF32 kernels."""
+    if fp32_gemm != "tf32x3":
+        def mm_bias(x, w_t, bias):
+            return torch.addmm(bias, x, w_t) if bias is not None else x @ w_t
+        return mm_bias, torch.matmul, lambda dl, z: dl.t() @ z
+    from mlperf_fast.kernels.transducer_joint_loss import matmul
+
+    def grad_w(dl, z):
+        # The weight gradient's K is the rows: split it so that V x H tiles fill the GPU.
+        return matmul(dl.t(), z, splits=max(1, dl.shape[0] // 4096))
+    return (lambda x, w_t, bias: matmul(x, w_t, bias)), (lambda a, b: matmul(a, b)), grad_w
+
+
 def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clamp, reduction,
-             dropout, needs, backend, group_bytes):
+             dropout, needs, backend, group_bytes, fp32_gemm="cublas"):
     bsz, t_max, hid = f.shape
     u1 = g.shape[1]
     classes = weight.shape[0]
@@ -90,6 +104,7 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
     budget = max(1, group_bytes // (classes * f.element_size()))
     keep = 1.0 - dropout
     w_t = weight.t()
+    mm_bias, mm, mm_grad_w = _gemms(fp32_gemm)
     for b0, b1, tc, uc in _groups(t_list, u_list, budget):
         n = b1 - b0
         if backend == "triton":
@@ -103,7 +118,7 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
         if dropout > 0:
             z = F.dropout(z, dropout, training=True, inplace=True)
         z2 = z.view(-1, hid)
-        logits = torch.addmm(bias, z2, w_t) if bias is not None else z2 @ w_t
+        logits = mm_bias(z2, w_t, bias)
         logits = logits.view(n, tc, uc, classes)
         scale = torch.full((n,), weight_scale, dtype=acc, device=dev)
         costs[b0:b1] = _loss_group(logits, targets[b0:b1, : uc - 1], f_lengths[b0:b1],
@@ -115,16 +130,17 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
         if need_w:
             zb = z.view(n, tc * uc, hid)
             if per_utt_w:
-                dw[b0:b1] += torch.bmm(dl.transpose(1, 2), zb)
+                for i in range(n):
+                    dw[b0 + i] += mm_grad_w(dl[i], zb[i])
             else:
-                dw[0] += dl.view(-1, classes).t() @ z2
+                dw[0] += mm_grad_w(dl.view(-1, classes), z2)
         if need_b:
             if per_utt_w:
                 db[b0:b1] += dl.sum(1, dtype=acc)
             else:
                 db[0] += dl.view(-1, classes).sum(0, dtype=acc)
         if (need_f or need_g) and backend == "triton":
-            dz = dl.view(-1, classes) @ weight
+            dz = mm(dl.view(-1, classes), weight)
             kj.joint_backward(dz, z, df[b0:b1] if need_f else f.new_empty(n, tc, hid),
                               dg[b0:b1] if need_g else g.new_empty(n, uc, hid), tables, tc, uc,
                               1.0 / keep)
@@ -149,11 +165,11 @@ class _JointLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, f, g, weight, bias, targets, f_lengths, target_lengths, blank, clamp,
-                reduction, dropout, backend, group_bytes):
+                reduction, dropout, backend, group_bytes, fp32_gemm):
         needs = tuple(ctx.needs_input_grad[:3]) + (bias is not None and ctx.needs_input_grad[3],)
         costs, df, dg, dw, db = _forward(f, g, weight, bias, targets, f_lengths, target_lengths,
                                          blank, clamp, reduction, dropout, needs, backend,
-                                         group_bytes)
+                                         group_bytes, fp32_gemm)
         ctx.grads = (df, dg, dw, db)
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         if reduction == "mean":
@@ -169,7 +185,7 @@ class _JointLoss(torch.autograd.Function):
         w_dtype, b_dtype = ctx.dtypes
         gc = grad_out.to(torch.float32)
         per_utt = gc.dim() == 1
-        out: list = [None] * 13
+        out: list = [None] * 14
         if df is not None:
             out[0] = df * (gc[:, None, None] if per_utt else gc).to(df.dtype)
         if dg is not None:
@@ -198,6 +214,7 @@ def transducer_joint_loss(
     dropout: float = 0.0,
     *,
     group_bytes: int = GROUP_LOGIT_BYTES,
+    fp32_gemm: str = "auto",
     backend: str = "auto",
 ) -> torch.Tensor:
     """RNN-T loss of ``Linear(dropout(relu(f[:, :, None] + g[:, None])))`` without materializing
@@ -215,6 +232,9 @@ def transducer_joint_loss(
         dropout: probability of dropping a joint activation (pass 0 in evaluation). Masks come
             from torch's generator, one call of ``F.dropout`` per group of utterances.
         group_bytes: bytes of logits computed at once (peak memory is about 2.5x this).
+        fp32_gemm: how float32 inputs are multiplied: "tf32x3" (Triton, tensor cores, float32
+            accuracy; the default with the Triton backend), or "cublas" (torch's matmul, which
+            follows torch.backends.cuda.matmul.allow_tf32). Other dtypes always use cuBLAS.
         backend: "triton" (the loss kernels of kernels/rnnt_loss.py; GPU default) or "torch".
 
     Returns:
@@ -258,6 +278,14 @@ def transducer_joint_loss(
     chosen = choose_backend("transducer_joint_loss", f.device, backend)
     if chosen == "native":
         raise ValueError("backend 'native': transducer_joint_loss has Triton and torch kernels only")
+    if fp32_gemm not in ("auto", "tf32x3", "cublas"):
+        raise ValueError(f"fp32_gemm must be 'auto', 'tf32x3' or 'cublas', got {fp32_gemm!r}")
+    if fp32_gemm == "tf32x3" and chosen != "triton":
+        raise ValueError("fp32_gemm='tf32x3' needs the Triton backend")
+    if f.dtype != torch.float32 or fp32_gemm == "auto" and chosen != "triton":
+        fp32_gemm = "cublas"
+    elif fp32_gemm == "auto":
+        fp32_gemm = "tf32x3"
     return _JointLoss.apply(f.contiguous(), g.contiguous(), weight.contiguous(), bias, targets,
                             f_lengths, target_lengths, blank, float(clamp), reduction,
-                            float(dropout), chosen, int(group_bytes))
+                            float(dropout), chosen, int(group_bytes), fp32_gemm)

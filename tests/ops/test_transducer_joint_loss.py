@@ -180,8 +180,10 @@ def test_bad_input(mutate, exc, match):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_cuda_matches_unfused(dtype, rng_seed):
+@pytest.mark.parametrize("dtype,fp32_gemm", [(torch.float32, "tf32x3"), (torch.float32, "cublas"),
+                                             (torch.bfloat16, "auto")],
+                         ids=["fp32-tf32x3", "fp32-cublas", "bf16"])
+def test_cuda_matches_unfused(dtype, fp32_gemm, rng_seed):
     # Against the materialized torch joint + this package's rnnt_loss on the same GPU, at a
     # shape with many groups.
     from mlperf_fast.ops import rnnt_loss
@@ -192,7 +194,8 @@ def test_cuda_matches_unfused(dtype, rng_seed):
     a = [p.to(dev, dtype).requires_grad_() for p in params]
     b = [p.to(dev, dtype).requires_grad_() for p in params]
     args = (targets.to(dev), t_lens.to(dev), u_lens.to(dev))
-    ours_loss = transducer_joint_loss(*a, *args, group_bytes=40 * 13 * 129 * 4 * 2)
+    ours_loss = transducer_joint_loss(*a, *args, group_bytes=40 * 13 * 129 * 4 * 2,
+                                      fp32_gemm=fp32_gemm)
     logits = F.linear(F.relu(b[0][:, :, None] + b[1][:, None]), b[2], b[3])
     ref_loss = rnnt_loss(logits, *args)
     ours_loss.backward()
