@@ -204,3 +204,24 @@ def test_cuda_matches_unfused(dtype, fp32_gemm, rng_seed):
     torch.testing.assert_close(ours_loss, ref_loss, rtol=tol, atol=tol)
     for x, y in zip(a, b):
         assert (x.grad.float() - y.grad.float()).norm() <= tol * y.grad.float().norm() + 1e-6
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("splits", [1, 3])
+def test_tf32x3_matmul(device, splits, rng_seed):
+    # float32-level error: |error| <= ~1e-6 * sum |a||b| (the interpreter computes in float32).
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs Triton's interpreter")
+    from mlperf_fast.kernels.transducer_joint_loss import matmul
+
+    gen = torch.Generator().manual_seed(rng_seed)
+    a = torch.randn(300, 70, generator=gen)
+    b = torch.randn(130, 70, generator=gen)  # used as b.t(): a strided operand
+    bias = torch.randn(130, generator=gen)
+    ref = a.double() @ b.double().t() + bias.double()
+    bound = 1e-6 * (a.double().abs() @ b.double().abs().t()) + 1e-6
+    got = matmul(a.to(device), b.to(device).t(), bias.to(device), splits=splits).cpu().double()
+    assert ((got - ref).abs() <= bound).all()
+    got_t = matmul(a.to(device).t(), a.to(device), splits=splits).cpu().double()  # a^T a
+    ref_t = a.double().t() @ a.double()
+    assert ((got_t - ref_t).abs() <= 1e-6 * (a.double().abs().t() @ a.double().abs()) + 1e-6).all()
