@@ -69,7 +69,7 @@ def _apex_joint(params, labels):
         if not relu_inside:
             h = F.relu(h)
         logits = F.linear(h, w, b)
-        return loss_mod(logits, targets.long(), t_lens, u_lens, V - 1).mean()
+        return loss_mod(logits, targets, t_lens, u_lens, V - 1).mean()
     return loss
 
 
