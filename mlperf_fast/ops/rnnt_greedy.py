@@ -28,7 +28,8 @@ from mlperf_fast.ops.lstm_cell import lstm_cell
 class PredictionNet:
     """Weights of the prediction network and joint, as plain tensors.
 
-    embedding: (num_labels, E), looked up by label (blank is never looked up);
+    embedding: (classes - 1, E), one row per label other than blank (label k > blank at row
+        k - 1); the start symbol feeds a zero vector;
     lstm: list of (w_ih (4H, I), w_hh (4H, H), b_ih (4H,) or None, b_hh (4H,) or None) per layer;
     pred_weight (J, H), pred_bias (J,) or None: the joint's projection of the LSTM output;
     joint_weight (V, J), joint_bias (V,) or None: the joint's output layer.
@@ -164,7 +165,9 @@ def _inner_step(st: _State, net: PredictionNet, blank: int, backend: str) -> Non
     last = st.labels.shape[1] - 1
     st.labels[st.rows, torch.where(st.going, st.counts, last)] = k
     st.counts.add_(st.going)
-    x = F.embedding(torch.where(st.going, k, 0), net.embedding)
+    # The embedding has no row for blank: labels above it shift down by one (the reference's
+    # convention; with blank last, as in MLPerf, nothing shifts).
+    x = F.embedding(torch.where(st.going, k - (k > blank).long(), 0), net.embedding)
     g_new, h_new, c_new = _pred_step(net, x, st.h, st.c, backend)
     keep = st.going[:, None]
     st.g.copy_(torch.where(keep, g_new, st.g))
