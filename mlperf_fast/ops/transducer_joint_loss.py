@@ -240,6 +240,9 @@ def transducer_joint_loss(
     Returns:
         The loss reduced as asked (float32; float64 for float64 inputs); gradients flow to f, g,
         weight and bias.
+
+    The lengths are read back to the host (to form the groups), so a call synchronizes with the
+    GPU once and cannot be captured in a CUDA graph.
     """
     for name, t in (("f", f), ("g", g), ("weight", weight)):
         if not isinstance(t, torch.Tensor):
