@@ -7,10 +7,13 @@ semantics, and picks its backend (native C++/CUDA, Triton, or PyTorch) as descri
 from mlperf_fast.ops.box_decode import box_decode
 from mlperf_fast.ops.box_iou import box_iou
 from mlperf_fast.ops.dot_interaction import dot_interaction
+from mlperf_fast.ops.lstm_cell import lstm_cell, lstm_layer
 from mlperf_fast.ops.match_boxes import match_boxes
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
 from mlperf_fast.ops.nms import Detections, batched_nms, nms, nms_padded
 from mlperf_fast.ops.retinanet_postprocess import retinanet_postprocess
+from mlperf_fast.ops.rnnt_greedy import PredictionNet, rnnt_greedy_decode
+from mlperf_fast.ops.rnnt_loss import rnnt_loss, rnnt_loss_packed
 from mlperf_fast.ops.sigmoid_focal_loss import sigmoid_focal_loss
 from mlperf_fast.ops.table_batched_embedding import (
     TableLayout,
@@ -18,21 +21,31 @@ from mlperf_fast.ops.table_batched_embedding import (
     table_batched_embedding_bag_fused,
     tbe_backward_update_,
 )
+from mlperf_fast.ops.transducer_joint import transducer_joint
+from mlperf_fast.ops.transducer_joint_loss import transducer_joint_loss
 
 __all__ = [
     "Detections",
+    "PredictionNet",
     "TableLayout",
     "batched_nms",
     "box_decode",
     "box_iou",
     "dot_interaction",
+    "lstm_cell",
+    "lstm_layer",
     "match_boxes",
     "multi_tensor_l2norm",
     "nms",
     "nms_padded",
     "retinanet_postprocess",
+    "rnnt_greedy_decode",
+    "rnnt_loss",
+    "rnnt_loss_packed",
     "sigmoid_focal_loss",
     "table_batched_embedding_bag",
     "table_batched_embedding_bag_fused",
     "tbe_backward_update_",
+    "transducer_joint",
+    "transducer_joint_loss",
 ]

@@ -49,9 +49,12 @@ def has_native(op: str, device: torch.device) -> bool:
     if not load_extension():
         return False
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        f"mlperf_fast::{op}", key
-    )
+    if key is None:
+        return False
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(f"mlperf_fast::{op}", key)
+    except RuntimeError:  # no such schema in _C: the op has Triton and torch backends only
+        return False
 
 
 def triton_usable(device: torch.device) -> bool:

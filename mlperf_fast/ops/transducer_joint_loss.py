@@ -1,0 +1,295 @@
+"""Transducer joint, output projection and RNN-T loss in one op, never holding the whole joint.
+
+The usual training step materializes relu(f + g) as a (B, T, U+1, H) tensor, projects it to
+(B, T, U+1, V) logits, and hands those to the loss, which keeps a gradient of the same size: at
+B=32, T=200, U=81, H=512, V=1024 that is over 7 GiB. Here the batch is cut into groups of
+utterances of bounded size. For each group the joint, the projection (one cuBLAS GEMM), the
+loss statistics and recursions, and the gradient with respect to the logits (written over the
+logits in place, then two GEMMs: into the joint activations and into the weight) are computed
+together, and the group's buffers are reused by the next. Only gradients of the inputs survive
+(f: (B, T, H), g: (B, U+1, H), weight, bias), so peak memory is one group's buffers, whatever
+the batch. Each group is also cut to its own longest T and U, so padding costs nothing.
+
+The gradients are computed in the forward when any input needs them (the loss needs the alpha
+and beta of all of a group's lattice before any gradient, so there is nothing to gain from
+recomputing them in a separate pass); the backward only scales them by the incoming gradient.
+Dropout after the activation needs no stored mask: an element survives iff its output is > 0.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import mlperf_fast.ops.rnnt_loss  # noqa: F401  (the module; the package exports the function)
+from mlperf_fast.ops._library import choose_backend
+
+_loss = sys.modules["mlperf_fast.ops.rnnt_loss"]
+
+ACTIVATIONS = ("relu",)
+# Bytes of logits per group: 288 MiB keeps the group's logits, activations and their gradient
+# under ~0.7 GiB while each GEMM still has tens of thousands of rows (at the MLPerf shape, 4
+# float32 or 8 bfloat16 utterances of 200 x 82 lattice nodes x 1024 classes per group).
+GROUP_LOGIT_BYTES = 288 * 2**20
+
+
+def _groups(t_lens: list[int], u_lens: list[int], budget_rows: int):
+    """Consecutive utterances [b0, b1) whose padded lattice (n x max T x max U+1) fits the
+    budget (at least one utterance per group)."""
+    b0, bsz = 0, len(t_lens)
+    while b0 < bsz:
+        b1, tm, um = b0 + 1, t_lens[b0], u_lens[b0] + 1
+        while b1 < bsz:
+            tn, un = max(tm, t_lens[b1]), max(um, u_lens[b1] + 1)
+            if (b1 + 1 - b0) * tn * un > budget_rows:
+                break
+            b1, tm, um = b1 + 1, tn, un
+        yield b0, b1, tm, um
+        b0 = b1
+
+
+def _loss_group(logits, targets, t_len, u_len, blank, clamp, scale, backend, need_grad):
+    """Costs of one group, and the logits overwritten by their gradient when ``need_grad``."""
+    if backend == "triton":
+        from mlperf_fast.kernels import rnnt_loss as k
+
+        targets = _loss._nonempty(targets.contiguous())
+        lse, lp_blank, lp_emit = k.row_stats(logits, targets, t_len, u_len, blank, True)
+        alpha, beta, ll, _ = k.alpha_beta(lp_blank, lp_emit, t_len, u_len)
+        if need_grad:
+            k.row_grad(logits, logits, targets, t_len, u_len, lse, lp_blank, lp_emit, alpha, beta,
+                       ll, scale, blank, clamp, True)
+        return -ll
+    lse, lp_blank, lp_emit = _loss.row_stats_torch(logits, targets, t_len, u_len, blank, True)
+    alpha, beta, ll, _ = _loss.alpha_beta_torch(lp_blank, lp_emit, t_len, u_len)
+    if need_grad:
+        logits.copy_(_loss.row_grad_torch(logits, targets, t_len, u_len, lse, lp_blank, lp_emit,
+                                          alpha, beta, ll, scale, blank, clamp, True))
+    return -ll
+
+
+def _gemms(fp32_gemm: str):
+    """(z @ w_t + bias, a @ b, dl^T @ z) as cuBLAS (torch) calls or Triton 3xTF32 kernels."""
+    if fp32_gemm != "tf32x3":
+        def mm_bias(x, w_t, bias):
+            return torch.addmm(bias, x, w_t) if bias is not None else x @ w_t
+        return mm_bias, torch.matmul, lambda dl, z: dl.t() @ z
+    from mlperf_fast.kernels.transducer_joint_loss import matmul
+
+    def grad_w(dl, z):
+        # The weight gradient's K is the rows: split it so that V x H tiles fill the GPU.
+        return matmul(dl.t(), z, splits=max(1, dl.shape[0] // 4096))
+    return (lambda x, w_t, bias: matmul(x, w_t, bias)), (lambda a, b: matmul(a, b)), grad_w
+
+
+def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clamp, reduction,
+             dropout, needs, backend, group_bytes, fp32_gemm="cublas"):
+    bsz, t_max, hid = f.shape
+    u1 = g.shape[1]
+    classes = weight.shape[0]
+    dev, dt = f.device, f.dtype
+    acc = torch.float64 if dt == torch.float64 else torch.float32
+    need_f, need_g, need_w, need_b = needs
+    need_grad = any(needs)
+    per_utt_w = need_grad and reduction == "none"
+    costs = torch.empty(bsz, dtype=acc, device=dev)
+    df = torch.zeros_like(f) if need_f else None
+    dg = torch.zeros_like(g) if need_g else None
+    dw = None
+    if need_w:
+        dw = torch.zeros((bsz if per_utt_w else 1, classes, hid), dtype=acc, device=dev)
+    db = torch.zeros((bsz if per_utt_w else 1, classes), dtype=acc, device=dev) if need_b else None
+    weight_scale = 1.0 / bsz if reduction == "mean" else 1.0
+    t_list, u_list = f_lengths.tolist(), target_lengths.tolist()
+    budget = max(1, group_bytes // (classes * f.element_size()))
+    keep = 1.0 - dropout
+    w_t = weight.t()
+    mm_bias, mm, mm_grad_w = _gemms(fp32_gemm)
+    for b0, b1, tc, uc in _groups(t_list, u_list, budget):
+        n = b1 - b0
+        if backend == "triton":
+            from mlperf_fast.kernels import transducer_joint as kj
+
+            tables = kj.dense_tables(n, tc, uc, dev)
+            z = kj.joint_forward(f[b0:b1], g[b0:b1], f.new_empty((n, tc, uc, hid)), tables, tc, uc)
+        else:
+            z = f[b0:b1, :tc, None, :] + g[b0:b1, None, :uc, :]
+            z.relu_()
+        if dropout > 0:
+            z = F.dropout(z, dropout, training=True, inplace=True)
+        z2 = z.view(-1, hid)
+        logits = mm_bias(z2, w_t, bias)
+        logits = logits.view(n, tc, uc, classes)
+        scale = torch.full((n,), weight_scale, dtype=acc, device=dev)
+        costs[b0:b1] = _loss_group(logits, targets[b0:b1, : uc - 1], f_lengths[b0:b1],
+                                   target_lengths[b0:b1], blank, clamp, scale, backend,
+                                   need_grad)
+        if not need_grad:
+            continue
+        dl = logits.view(n, tc * uc, classes)
+        if need_w:
+            zb = z.view(n, tc * uc, hid)
+            if per_utt_w:
+                for i in range(n):
+                    dw[b0 + i] += mm_grad_w(dl[i], zb[i])
+            else:
+                dw[0] += mm_grad_w(dl.view(-1, classes), z2)
+        if need_b:
+            if per_utt_w:
+                db[b0:b1] += dl.sum(1, dtype=acc)
+            else:
+                db[0] += dl.view(-1, classes).sum(0, dtype=acc)
+        if (need_f or need_g) and backend == "triton":
+            dz = mm(dl.view(-1, classes), weight)
+            kj.joint_backward(dz, z, df[b0:b1] if need_f else f.new_empty(n, tc, hid),
+                              dg[b0:b1] if need_g else g.new_empty(n, uc, hid), tables, tc, uc,
+                              1.0 / keep)
+            del dz
+        elif need_f or need_g:
+            dz = (dl.view(-1, classes) @ weight).view(n, tc, uc, hid)
+            dz.masked_fill_(z <= 0, 0)
+            if dropout > 0:
+                dz.mul_(1.0 / keep)
+            if need_f:
+                df[b0:b1, :tc] = dz.sum(2, dtype=acc)
+            if need_g:
+                dg[b0:b1, :uc] = dz.sum(1, dtype=acc)
+        del z, z2, logits, dl
+    return costs, df, dg, dw, db
+
+
+class _JointLoss(torch.autograd.Function):
+    """Returns the reduced loss. For "mean" and "sum" each utterance's gradient was weighted in
+    the forward (1/B or 1) and the backward scales by the scalar incoming gradient; for "none"
+    the weight's gradient is kept per utterance and combined with the incoming (B,) gradient."""
+
+    @staticmethod
+    def forward(ctx, f, g, weight, bias, targets, f_lengths, target_lengths, blank, clamp,
+                reduction, dropout, backend, group_bytes, fp32_gemm):
+        needs = tuple(ctx.needs_input_grad[:3]) + (bias is not None and ctx.needs_input_grad[3],)
+        costs, df, dg, dw, db = _forward(f, g, weight, bias, targets, f_lengths, target_lengths,
+                                         blank, clamp, reduction, dropout, needs, backend,
+                                         group_bytes, fp32_gemm)
+        ctx.grads = (df, dg, dw, db)
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+        if reduction == "mean":
+            return costs.mean()
+        if reduction == "sum":
+            return costs.sum()
+        return costs
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        df, dg, dw, db = ctx.grads
+        ctx.grads = None
+        w_dtype, b_dtype = ctx.dtypes
+        gc = grad_out.to(torch.float32)
+        per_utt = gc.dim() == 1
+        out: list = [None] * 14
+        if df is not None:
+            out[0] = df * (gc[:, None, None] if per_utt else gc).to(df.dtype)
+        if dg is not None:
+            out[1] = dg * (gc[:, None, None] if per_utt else gc).to(dg.dtype)
+        if dw is not None:
+            w = torch.einsum("b,bvh->vh", gc.to(dw.dtype), dw) if per_utt else dw[0] * gc
+            out[2] = w.to(w_dtype)
+        if db is not None:
+            b = gc.to(db.dtype) @ db if per_utt else db[0] * gc
+            out[3] = b.to(b_dtype)
+        return tuple(out)
+
+
+def transducer_joint_loss(
+    f: torch.Tensor,
+    g: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    f_lengths: torch.Tensor,
+    target_lengths: torch.Tensor,
+    blank: int = -1,
+    clamp: float = -1,
+    reduction: str = "mean",
+    activation: str = "relu",
+    dropout: float = 0.0,
+    *,
+    group_bytes: int = GROUP_LOGIT_BYTES,
+    fp32_gemm: str = "auto",
+    backend: str = "auto",
+) -> torch.Tensor:
+    """RNN-T loss of ``Linear(dropout(relu(f[:, :, None] + g[:, None])))`` without materializing
+    the joint: equal to ``rnnt_loss(F.linear(F.dropout(F.relu(f[:, :, None] + g[:, None]),
+    dropout), weight, bias), targets, f_lengths, target_lengths, blank, clamp, reduction)``.
+
+    Args:
+        f: (B, T, H) encoder side of the joint (after its own projection), float32, bfloat16,
+            float16 or float64. Under autocast, f, g, weight and bias are cast to its dtype.
+        g: (B, U+1, H) prediction-network side, same dtype and device.
+        weight: (V, H) output projection; bias: (V,) or None.
+        targets: (B, U) int32/int64; f_lengths: (B,) in [1, T]; target_lengths: (B,) in [0, U].
+        blank, clamp, reduction: as in :func:`mlperf_fast.ops.rnnt_loss`.
+        activation: "relu" (the MLPerf RNN-T joint).
+        dropout: probability of dropping a joint activation (pass 0 in evaluation). Masks come
+            from torch's generator, one call of ``F.dropout`` per group of utterances.
+        group_bytes: bytes of logits computed at once (peak memory is about 2.5x this).
+        fp32_gemm: how float32 inputs are multiplied: "tf32x3" (Triton, tensor cores, float32
+            accuracy; the default with the Triton backend), or "cublas" (torch's matmul, which
+            follows torch.backends.cuda.matmul.allow_tf32). Other dtypes always use cuBLAS.
+        backend: "triton" (the loss kernels of kernels/rnnt_loss.py; GPU default) or "torch".
+
+    Returns:
+        The loss reduced as asked (float32; float64 for float64 inputs); gradients flow to f, g,
+        weight and bias.
+
+    The lengths are read back to the host (to form the groups), so a call synchronizes with the
+    GPU once and cannot be captured in a CUDA graph.
+    """
+    for name, t in (("f", f), ("g", g), ("weight", weight)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
+    if f.dim() != 3 or g.dim() != 3 or weight.dim() != 2:
+        raise ValueError(f"f must be (B, T, H), g (B, U+1, H) and weight (V, H); got "
+                         f"{tuple(f.shape)}, {tuple(g.shape)}, {tuple(weight.shape)}")
+    if f.shape[0] != g.shape[0] or f.shape[2] != g.shape[2] or weight.shape[1] != f.shape[2]:
+        raise ValueError(f"shapes do not match: f {tuple(f.shape)}, g {tuple(g.shape)}, "
+                         f"weight {tuple(weight.shape)}")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != weight.shape[:1]):
+        raise ValueError(f"bias must be None or a ({weight.shape[0]},) tensor")
+    if f.dtype not in _loss.LOGIT_DTYPES:
+        raise TypeError(f"f has dtype {f.dtype}; expected float32, bfloat16, float16 or float64")
+    params = [("g", g), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
+    for name, t in params:
+        if t.device != f.device:
+            raise ValueError(f"{name} is on {t.device} but f is on {f.device}")
+    if torch.is_autocast_enabled(f.device.type):
+        dt = torch.get_autocast_dtype(f.device.type)
+        f, g, weight = f.to(dt), g.to(dt), weight.to(dt)
+        bias = bias.to(dt) if bias is not None else None
+        params = [("g", g), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
+    for name, t in params:
+        if t.dtype != f.dtype:
+            raise TypeError(f"{name} has dtype {t.dtype} but f has {f.dtype}; they must match")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+    bsz, t_max, _ = f.shape
+    blank = _loss._check_targets(bsz, t_max, g.shape[1], weight.shape[0], f.device, targets,
+                                 f_lengths, target_lengths, blank, clamp, reduction)
+    if backend == "auto" and f.dtype == torch.float64:
+        backend = "torch"
+    chosen = choose_backend("transducer_joint_loss", f.device, backend)
+    if chosen == "native":
+        raise ValueError("backend 'native': transducer_joint_loss has Triton and torch kernels only")
+    if fp32_gemm not in ("auto", "tf32x3", "cublas"):
+        raise ValueError(f"fp32_gemm must be 'auto', 'tf32x3' or 'cublas', got {fp32_gemm!r}")
+    if fp32_gemm == "tf32x3" and chosen != "triton":
+        raise ValueError("fp32_gemm='tf32x3' needs the Triton backend")
+    if f.dtype != torch.float32 or fp32_gemm == "auto" and chosen != "triton":
+        fp32_gemm = "cublas"
+    elif fp32_gemm == "auto":
+        fp32_gemm = "tf32x3"
+    return _JointLoss.apply(f.contiguous(), g.contiguous(), weight.contiguous(), bias, targets,
+                            f_lengths, target_lengths, blank, float(clamp), reduction,
+                            float(dropout), chosen, int(group_bytes), fp32_gemm)
