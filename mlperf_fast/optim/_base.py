@@ -174,4 +174,6 @@ class FusedOptimizer(torch.optim.Optimizer):
                     self.state[p][key] = value.to(device=p.device,
                                                   dtype=math_dtype(p.dtype)).clone()
             if "step" in self.state[p]:
+                # A copy: the saved step may be the live counter of another optimizer.
+                self.state[p]["step"] = torch.as_tensor(self.state[p]["step"]).clone()
                 self._fix_state(p, self.state[p])

@@ -77,3 +77,27 @@ def parity(make_opt, backend, dtype, rng_seed, steps=50, rtol=1e-4, atol=1e-5, c
                 torch.testing.assert_close(p.detach(), opt.state[p]["master_param"].to(dtype),
                                            rtol=1e-2, atol=0)
     return opt, ref_opt, params, ref
+
+
+DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+DTYPE_IDS = ["fp32", "bf16", "fp16", "fp64"]
+
+
+def budget(backend):
+    """(steps, tensors) of a parity run: 50 steps over 160 tensors, except in Triton's
+    interpreter, which runs each program in Python (seconds per launch): 2 steps over 40."""
+    if backend.name == "triton" and backend.device.type == "cpu":
+        return 2, 40
+    return 50, 160
+
+
+def tolerance(backend, dtype):
+    """float32 math (float32 params, and float16 / bfloat16 through float32 master weights):
+    after 50 steps of updates of size ~lr on weights of size ~1, the float32 roundings of each
+    step (~6e-8 relative) accumulate to ~2e-6 absolute at most in practice; 1e-5 / 1e-4 leaves
+    margin and is still far below a wrong term (an update is ~1e-2). float64: the kernels round
+    differently from the reference at 1e-16; Triton takes host floats as float32, so its
+    hyperparameters carry 1e-7 relative error."""
+    if dtype == torch.float64:
+        return (1e-6, 1e-6) if backend.name == "triton" else (1e-10, 1e-10)
+    return 1e-4, 1e-5
