@@ -164,6 +164,10 @@ class FusedOptimizer(torch.optim.Optimizer):
         # float32 moments and master weights of bfloat16 parameters: put the originals back.
         saved = state_dict["state"]
         super().load_state_dict(state_dict)
+        # Groups saved by another optimizer (torch.optim.AdamW, SGD) lack some of our options.
+        for group in self.param_groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)
         params = [p for g in self.param_groups for p in g["params"]]
         ids = [pid for g in state_dict["param_groups"] for pid in g["params"]]
         for pid, p in zip(ids, params):
