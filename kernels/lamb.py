@@ -214,7 +214,8 @@ def _adam_family(params, grads, exp_avgs, exp_avg_sqs, master_params, steps, lr_
                   T=T, G=G, CHUNK=CHUNK_SIZE, BLOCK=BLOCK, **s["flags"])
     device = params[0].device
     total = chunk_counts(params, CHUNK_SIZE)[-1]
-    partial = torch.empty((2, total if lamb else 0), dtype=weights[0].dtype, device=device)
+    # Adam never writes it; one element keeps a valid pointer for the launcher's checks.
+    partial = torch.empty((2, total if lamb else 1), dtype=weights[0].dtype, device=device)
     _adam_chunk[(table.blocks,)](
         table.addresses, n_slots, table.numels, table.first_chunk, table.block_slot,
         table.block_chunk, partial[0], partial[1], lr_p, lr_f, inf_p, scale_p, norm_p,
