@@ -17,7 +17,9 @@ def lars_groups(params):
 def test_parity_model_like(backend, dtype, rng_seed):
     steps, count = budget(backend)
     rtol, atol = tolerance(backend, dtype)
-    parity(lambda ps, be: FusedLARS(lars_groups(ps), lr=2.0, momentum=0.9, weight_decay=5e-5,
+    # lr 0.05: the excluded vectors take lr * g unscaled, so a larger lr on these random
+    # gradients grows them to O(100), where float32 rounding alone exceeds the tolerance.
+    parity(lambda ps, be: FusedLARS(lars_groups(ps), lr=0.05, momentum=0.9, weight_decay=5e-5,
                                     trust_coefficient=0.001, eps=1e-9, backend=be),
            backend, dtype, rng_seed, steps=steps, count=count, rtol=rtol, atol=atol)
 
