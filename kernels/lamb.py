@@ -45,10 +45,11 @@ def _as(x, T: tl.constexpr):
 @triton.jit
 def _grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm,
                    HAS_INF: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_NORM: tl.constexpr):
-    """(live, divisor) as grad_prologue in csrc/common/optim_math.h."""
-    live = True
+    """(live, divisor) as grad_prologue in csrc/common/optim_math.h: live is 1, or 0 when the
+    step is skipped (kernels multiply their element count by it, which masks every access)."""
+    live = 1
     if HAS_INF:
-        live = tl.load(found_inf).to(tl.float64) == 0
+        live = (tl.load(found_inf).to(tl.float64) == 0).to(tl.int64)
     divisor = tl.full([], 1.0, tl.float64)
     if HAS_SCALE:
         divisor = tl.load(grad_scale).to(tl.float64)
@@ -106,7 +107,7 @@ def _adam_chunk(
     start = chunk * CHUNK
     for off in range(0, CHUNK, BLOCK):
         idx = start + off + tl.arange(0, BLOCK)
-        mask = (idx < n) & live
+        mask = idx < n * live
         w = tl.load(w_ptr + idx, mask=mask, other=0.0)
         g = tl.load(g_ptr + idx, mask=mask, other=0.0).to(T) / div
         m = tl.load(m_ptr + idx, mask=mask, other=0.0)
@@ -170,7 +171,7 @@ def _lamb_apply(
     start = chunk * CHUNK
     for off in range(0, CHUNK, BLOCK):
         idx = start + off + tl.arange(0, BLOCK)
-        mask = (idx < n) & live
+        mask = idx < n * live
         w = tl.load(w_ptr + idx, mask=mask, other=0.0)
         m = tl.load(m_ptr + idx, mask=mask, other=0.0)
         v = tl.load(v_ptr + idx, mask=mask, other=0.0)

@@ -45,7 +45,7 @@ def _sgd_chunk(
     start = chunk * CHUNK
     for off in range(0, CHUNK, BLOCK):
         idx = start + off + tl.arange(0, BLOCK)
-        mask = (idx < n) & live
+        mask = idx < n * live
         w = tl.load(w_ptr + idx, mask=mask, other=0.0)
         g = tl.load(g_ptr + idx, mask=mask, other=0.0).to(T) / div
         if LARS:
