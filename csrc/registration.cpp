@@ -43,4 +43,22 @@ TORCH_LIBRARY(mlperf_fast, m) {
       "nms_padded(Tensor boxes, Tensor scores, Tensor? labels, float iou_threshold, "
       "float score_threshold, int pre_nms_top_k, int max_detections) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // fused optimizers (lamb_step, adam_step, sgd_step, lars_step)
+  m.def("lamb_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+        "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] master_params, Tensor[] steps, Tensor? lr_t, "
+        "float lr, float beta1, float beta2, float eps, float weight_decay, bool bias_correction, "
+        "bool adam_w_mode, bool grad_averaging, bool use_nvlamb, Tensor? grad_norm, "
+        "float max_grad_norm, Tensor? grad_scale, Tensor? found_inf, int batch_elems=0) -> ()");
+  m.def("adam_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
+        "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] master_params, Tensor[] steps, Tensor? lr_t, "
+        "float lr, float beta1, float beta2, float eps, float weight_decay, bool bias_correction, "
+        "bool adam_w_mode, Tensor? grad_scale, Tensor? found_inf) -> ()");
+  m.def("sgd_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
+        "Tensor(d!)[] master_params, Tensor? lr_t, float lr, float momentum, float dampening, "
+        "float weight_decay, bool nesterov, bool first_run, Tensor? grad_scale, "
+        "Tensor? found_inf) -> ()");
+  m.def("lars_step(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
+        "Tensor(d!)[] master_params, Tensor param_norms, Tensor grad_norms, Tensor? lr_t, "
+        "float lr, float momentum, float weight_decay, float trust_coefficient, float eps, "
+        "bool adapt, Tensor? grad_scale, Tensor? found_inf) -> ()");
 }

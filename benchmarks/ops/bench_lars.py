@@ -1,0 +1,66 @@
+"""A LARS step over ResNet-50's parameter set (25.6M params, 161 tensors; biases and batch-norm
+parameters excluded from adaptation and decay), fp32 and bf16 with fp32 master weights.
+
+Baseline: the same LARS with torch._foreach ops. Floor: params, grads, momentum read once;
+params, momentum written once.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlperf_fast.optim import FusedLARS
+from shapes import make, numel, resnet50_shapes
+
+LR, MOMENTUM, WD, ETA = 2.0, 0.9, 5e-5, 0.001
+
+
+def _groups(params):
+    return [dict(params=[p for p in params if p.dim() > 1]),
+            dict(params=[p for p in params if p.dim() <= 1], lars_exclude=True)]
+
+
+class ForeachLARS:
+    def __init__(self, params):
+        self.adapted = [p for p in params if p.dim() > 1]
+        self.excluded = [p for p in params if p.dim() <= 1]
+        self.buf_a = [torch.zeros_like(p) for p in self.adapted]
+        self.buf_e = [torch.zeros_like(p) for p in self.excluded]
+
+    @torch.no_grad()
+    def step(self):
+        grads = [p.grad for p in self.adapted]
+        pn = torch.stack(torch._foreach_norm(self.adapted))
+        gn = torch.stack(torch._foreach_norm(grads))
+        trust = torch.where((pn > 0) & (gn > 0), ETA * pn / (gn + WD * pn), 1.0) * LR
+        d = torch._foreach_add(grads, self.adapted, alpha=WD)
+        torch._foreach_mul_(d, list(trust.unbind()))
+        torch._foreach_mul_(self.buf_a, MOMENTUM)
+        torch._foreach_add_(self.buf_a, d)
+        torch._foreach_sub_(self.adapted, self.buf_a)
+        torch._foreach_mul_(self.buf_e, MOMENTUM)
+        torch._foreach_add_(self.buf_e, [p.grad for p in self.excluded], alpha=LR)
+        torch._foreach_sub_(self.excluded, self.buf_e)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16-master"])
+def test_lars_resnet50(measure, dtype):
+    shapes = resnet50_shapes()
+    n = numel(shapes)
+    params = [torch.nn.Parameter(t) for t in make(shapes, dtype, seed=0)]
+    for p, g in zip(params, make(shapes, dtype, seed=1)):
+        p.grad = g
+    group = f"LARS step, ResNet-50, {'fp32' if dtype == torch.float32 else 'bf16 + fp32 master'}"
+    shape = f"{n:,} params in {len(shapes)} tensors"
+    # fp32: p, g, buf read, p, buf written (20 B). bf16: master, buf (4 B), g (2 B) read;
+    # master, buf (4 B), p (2 B) written (20 B).
+    floor_bytes = n * 20
+    if dtype == torch.float32:
+        foreach = ForeachLARS(params)
+        measure(group, "torch foreach LARS", foreach.step, role="baseline", shape=shape,
+                bytes=floor_bytes)
+        del foreach
+    for backend in ("native", "triton"):
+        opt = FusedLARS(_groups(params), lr=LR, momentum=MOMENTUM, weight_decay=WD,
+                        trust_coefficient=ETA, backend=backend)
+        measure(group, f"mlperf_fast {backend}", opt.step, shape=shape, bytes=floor_bytes)

@@ -1,0 +1,315 @@
+// LAMB and Adam / AdamW steps on the GPU.
+//
+// LAMB, per batch of tensors (all of them unless batch_elems > 0):
+//   pass 1  one block per chunk: reads p, g, m, v; writes m, v; leaves the chunk's sums of p^2
+//           and update^2; the last block of each tensor to finish (an integer counter) sums its
+//           tensor's chunk sums in chunk order, so the per-tensor norms come out of the same
+//           launch, deterministically, with no floating-point atomics.
+//   pass 2  one block per chunk, in reverse block order: reads p, m, v, recomputes the update
+//           (the same expression as pass 1), writes p - lr * trust_ratio * update. Walking the
+//           chunks backwards starts with the data pass 1 touched last, which is still in L2;
+//           with batches smaller than L2 most of pass 2 reads L2 rather than HBM.
+// Adam / AdamW: pass 1 alone, applying the update directly.
+#include <ATen/Dispatch.h>
+#include <ATen/Functions.h>
+#include <torch/library.h>
+
+#include <array>
+#include <vector>
+
+#include "common/multi_tensor_apply.cuh"
+#include "common/optim_cuda.cuh"
+#include "common/reduce.cuh"
+#include "lamb/lamb.h"
+
+namespace mlperf_fast {
+
+namespace {
+
+constexpr int kBlock = 256;
+// Lists of a launch: the math weights (master or params), grads, exp_avgs, exp_avg_sqs, steps,
+// and the low-precision params that receive the rounded master weights.
+constexpr int kDepth = 6;
+using Meta = TensorListMeta<kDepth>;
+
+// One chunk's pointers and coefficients; run<N>(k) handles elements k .. k+N-1.
+template <typename T, typename G, bool kMaster, bool kLamb>
+struct ChunkBody {
+  T* w;
+  const G* g;
+  T* m;
+  T* v;
+  G* model;
+  AdamCoeffs<T> co;
+  T divisor, lr;
+  T pp = 0, uu = 0;
+
+  __device__ ChunkBody(const Meta& meta, int slot, int64_t begin, const AdamArgs& a,
+                       double divisor_, T lr_) {
+    w = static_cast<T*>(meta.addr[0][slot]) + begin;
+    g = static_cast<const G*>(meta.addr[1][slot]) + begin;
+    m = static_cast<T*>(meta.addr[2][slot]) + begin;
+    v = static_cast<T*>(meta.addr[3][slot]) + begin;
+    model = kMaster ? static_cast<G*>(meta.addr[5][slot]) + begin : nullptr;
+    const double step = *static_cast<const float*>(meta.addr[4][slot]);
+    co = adam_coeffs<T>(a.beta1, a.beta2, a.beta3, a.eps, a.weight_decay, a.bias_correction,
+                        a.adam_w_mode, step);
+    divisor = static_cast<T>(divisor_);
+    lr = lr_;
+  }
+
+  __device__ bool aligned() const {
+    return pack_aligned<kPack>(w) && pack_aligned<kPack>(g) && pack_aligned<kPack>(m) &&
+           pack_aligned<kPack>(v) && (!kMaster || pack_aligned<kPack>(model));
+  }
+
+  template <int N>
+  __device__ __forceinline__ void run(int64_t k) {
+    T pw[N], pm[N], pv[N];
+    G pg[N];
+    load_n<N>(pw, w, k);
+    load_n<N>(pg, g, k);
+    load_n<N>(pm, m, k);
+    load_n<N>(pv, v, k);
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      const T grad = static_cast<T>(pg[j]) / divisor;
+      const T u = adam_moments(pw[j], grad, pm[j], pv[j], co);
+      if constexpr (kLamb) {
+        pp += pw[j] * pw[j];
+        uu += u * u;
+      } else {
+        pw[j] = pw[j] - lr * u;
+      }
+    }
+    store_n<N>(m, k, pm);
+    store_n<N>(v, k, pv);
+    if constexpr (!kLamb) {
+      store_n<N>(w, k, pw);
+      if constexpr (kMaster) {
+        G out[N];
+#pragma unroll
+        for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[j]);
+        store_n<N>(model, k, out);
+      }
+    }
+  }
+};
+
+// Pass 1 of LAMB (kLamb) or the whole Adam step.
+template <typename T, typename G, bool kMaster, bool kLamb>
+struct MomentsChunk {
+  static constexpr int kBlockSize = kBlock;
+  __device__ void operator()(const Meta& meta, int slot, int chunk, int64_t chunk_size,
+                             AdamArgs a, T* partial, int* counters, T* squares) const {
+    const GradPrologue pro =
+        grad_prologue(a.found_inf, a.grad_scale, a.grad_norm, a.max_grad_norm);
+    if (pro.skip) return;
+    const int64_t numel = meta.numel[slot];
+    const int64_t begin = static_cast<int64_t>(chunk) * chunk_size;
+    const int64_t len = min(chunk_size, numel - begin);
+    ChunkBody<T, G, kMaster, kLamb> body(meta, slot, begin, a, pro.divisor,
+                                         static_cast<T>(a.lr.get()));
+    for_each_element<kBlock>(len, body.aligned(), body);
+    if constexpr (kLamb) {
+      const T pp = block_sum(body.pp);
+      const T uu = block_sum(body.uu);
+      __shared__ bool last;
+      const int64_t chunks = (numel + chunk_size - 1) / chunk_size;
+      const int64_t first = meta.first_chunk[slot];
+      const int index = meta.index[slot];
+      if (threadIdx.x == 0) {
+        partial[2 * (first + chunk)] = pp;
+        partial[2 * (first + chunk) + 1] = uu;
+        __threadfence();  // the sums are visible before the counter says so
+        last = atomicAdd(&counters[index], 1) == chunks - 1;
+      }
+      __syncthreads();
+      if (last) {
+        T sp = 0, su = 0;
+        for (int64_t c = threadIdx.x; c < chunks; c += kBlock) {
+          sp += __ldcg(partial + 2 * (first + c));
+          su += __ldcg(partial + 2 * (first + c) + 1);
+        }
+        sp = block_sum(sp);
+        su = block_sum(su);
+        if (threadIdx.x == 0) {
+          squares[2 * index] = sp;
+          squares[2 * index + 1] = su;
+          counters[index] = 0;
+        }
+      }
+    }
+  }
+};
+
+// Pass 2 of LAMB.
+template <typename T, typename G, bool kMaster>
+struct TrustChunk {
+  static constexpr int kBlockSize = kBlock;
+
+  struct Body {
+    T* w;
+    const T* m;
+    const T* v;
+    G* model;
+    AdamCoeffs<T> co;
+    T scale;
+
+    template <int N>
+    __device__ __forceinline__ void run(int64_t k) {
+      T pw[N], pm[N], pv[N];
+      load_n<N>(pw, w, k);
+      load_n<N>(pm, m, k);
+      load_n<N>(pv, v, k);
+#pragma unroll
+      for (int j = 0; j < N; ++j) pw[j] = pw[j] - scale * adam_direction(pw[j], pm[j], pv[j], co);
+      store_n<N>(w, k, pw);
+      if constexpr (kMaster) {
+        G out[N];
+#pragma unroll
+        for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[j]);
+        store_n<N>(model, k, out);
+      }
+    }
+  };
+
+  __device__ void operator()(const Meta& meta, int, int, int64_t chunk_size, AdamArgs a,
+                             const T* squares) const {
+    const GradPrologue pro =
+        grad_prologue(a.found_inf, a.grad_scale, a.grad_norm, a.max_grad_norm);
+    if (pro.skip) return;
+    const int b = gridDim.x - 1 - blockIdx.x;  // reverse order: see the top of the file
+    const int slot = meta.block_slot[b];
+    const int64_t begin = static_cast<int64_t>(meta.block_chunk[b]) * chunk_size;
+    const int64_t len = min(chunk_size, meta.numel[slot] - begin);
+    const int index = meta.index[slot];
+    Body body;
+    body.w = static_cast<T*>(meta.addr[0][slot]) + begin;
+    body.m = static_cast<const T*>(meta.addr[2][slot]) + begin;
+    body.v = static_cast<const T*>(meta.addr[3][slot]) + begin;
+    body.model = kMaster ? static_cast<G*>(meta.addr[5][slot]) + begin : nullptr;
+    const double step = *static_cast<const float*>(meta.addr[4][slot]);
+    body.co = adam_coeffs<T>(a.beta1, a.beta2, a.beta3, a.eps, a.weight_decay,
+                             a.bias_correction, a.adam_w_mode, step);
+    const T ratio = lamb_trust_ratio(squares[2 * index], squares[2 * index + 1], a.adapt);
+    body.scale = static_cast<T>(a.lr.get()) * ratio;
+    const bool aligned = pack_aligned<kPack>(body.w) && pack_aligned<kPack>(body.m) &&
+                         pack_aligned<kPack>(body.v) &&
+                         (!kMaster || pack_aligned<kPack>(body.model));
+    for_each_element<kBlock>(len, aligned, body);
+  }
+};
+
+// Batches of consecutive positions of at most batch_elems elements (a tensor larger than that
+// is a batch of its own); one batch of everything when batch_elems <= 0.
+std::vector<std::vector<int64_t>> batches_of(at::TensorList params, int64_t batch_elems) {
+  std::vector<std::vector<int64_t>> out(1);
+  int64_t filled = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const int64_t n = params[i].numel();
+    if (batch_elems > 0 && filled > 0 && filled + n > batch_elems) {
+      out.emplace_back();
+      filled = 0;
+    }
+    out.back().push_back(static_cast<int64_t>(i));
+    filled += n;
+  }
+  return out;
+}
+
+template <typename T, typename G, bool kMaster>
+void adam_family_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                      at::TensorList exp_avg_sqs, at::TensorList master_params,
+                      at::TensorList steps, const AdamArgs& a, bool lamb, int64_t batch_elems) {
+  const std::array<at::TensorList, kDepth> lists{
+      kMaster ? master_params : params, grads, exp_avgs, exp_avg_sqs, steps, params};
+  const ChunkLayout layout(params, kOptimChunk);
+  const auto opts = exp_avgs[0].options();
+  const int64_t n = static_cast<int64_t>(params.size());
+  if (!lamb) {
+    std::vector<int64_t> all(n);
+    for (int64_t i = 0; i < n; ++i) all[i] = i;
+    multi_tensor_apply<kDepth>(lists, all, layout, MomentsChunk<T, G, kMaster, false>{}, a,
+                               static_cast<T*>(nullptr), static_cast<int*>(nullptr),
+                               static_cast<T*>(nullptr));
+    return;
+  }
+  at::Tensor partial = at::empty({2 * layout.total_chunks()}, opts);
+  at::Tensor squares = at::empty({2 * n}, opts);
+  at::Tensor counters = at::zeros({n}, opts.dtype(at::kInt));
+  for (const auto& batch : batches_of(params, batch_elems)) {
+    multi_tensor_apply<kDepth>(lists, batch, layout, MomentsChunk<T, G, kMaster, true>{}, a,
+                               partial.data_ptr<T>(), counters.data_ptr<int>(),
+                               squares.data_ptr<T>());
+    multi_tensor_apply<kDepth>(lists, batch, layout, TrustChunk<T, G, kMaster>{}, a,
+                               static_cast<const T*>(squares.data_ptr<T>()));
+  }
+}
+
+void adam_family_cuda_dispatch(at::TensorList params, at::TensorList grads,
+                               at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
+                               at::TensorList master_params, at::TensorList steps,
+                               const AdamArgs& a, bool lamb, int64_t batch_elems) {
+  if (params.empty()) return;
+  for (size_t i = 1; i < params.size(); ++i)
+    MF_CHECK_TYPE(params[i].scalar_type() == params[0].scalar_type(), "params", "element ", i,
+                  " has dtype ", params[i].scalar_type(), " but element 0 has ",
+                  params[0].scalar_type(), "; one call takes one dtype");
+  if (master_params.empty()) {
+    AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "adam_family_cuda", [&] {
+      adam_family_cuda<scalar_t, scalar_t, false>(params, grads, exp_avgs, exp_avg_sqs,
+                                                  master_params, steps, a, lamb, batch_elems);
+    });
+  } else {
+    AT_DISPATCH_REDUCED_FLOATING_TYPES(params[0].scalar_type(), "adam_family_cuda", [&] {
+      adam_family_cuda<float, scalar_t, true>(params, grads, exp_avgs, exp_avg_sqs,
+                                              master_params, steps, a, lamb, batch_elems);
+    });
+  }
+}
+
+}  // namespace
+
+void lamb_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                    at::TensorList exp_avg_sqs, at::TensorList master_params,
+                    at::TensorList steps, const std::optional<at::Tensor>& lr_t, double lr,
+                    double beta1, double beta2, double eps, double weight_decay,
+                    bool bias_correction, bool adam_w_mode, bool grad_averaging, bool use_nvlamb,
+                    const std::optional<at::Tensor>& grad_norm, double max_grad_norm,
+                    const std::optional<at::Tensor>& grad_scale,
+                    const std::optional<at::Tensor>& found_inf, int64_t batch_elems) {
+  check_optim_lists(params, grads, {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}},
+                    master_params);
+  check_steps(params, steps);
+  AdamArgs a = make_adam_args(params, lr_t, lr, beta1, beta2, grad_averaging ? 1 - beta1 : 1.0,
+                              eps, weight_decay, bias_correction, adam_w_mode, grad_norm,
+                              max_grad_norm, grad_scale, found_inf);
+  a.adapt = use_nvlamb || weight_decay != 0;
+  adam_family_cuda_dispatch(params, grads, exp_avgs, exp_avg_sqs, master_params, steps, a, true,
+                            batch_elems);
+}
+
+void adam_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                    at::TensorList exp_avg_sqs, at::TensorList master_params,
+                    at::TensorList steps, const std::optional<at::Tensor>& lr_t, double lr,
+                    double beta1, double beta2, double eps, double weight_decay,
+                    bool bias_correction, bool adam_w_mode,
+                    const std::optional<at::Tensor>& grad_scale,
+                    const std::optional<at::Tensor>& found_inf) {
+  check_optim_lists(params, grads, {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}},
+                    master_params);
+  check_steps(params, steps);
+  const AdamArgs a = make_adam_args(params, lr_t, lr, beta1, beta2, 1 - beta1, eps, weight_decay,
+                                    bias_correction, adam_w_mode, std::nullopt, 0, grad_scale,
+                                    found_inf);
+  adam_family_cuda_dispatch(params, grads, exp_avgs, exp_avg_sqs, master_params, steps, a, false,
+                            0);
+}
+
+TORCH_LIBRARY_IMPL(mlperf_fast, CUDA, m) {
+  m.impl("lamb_step", &lamb_step_cuda);
+  m.impl("adam_step", &adam_step_cuda);
+}
+
+}  // namespace mlperf_fast

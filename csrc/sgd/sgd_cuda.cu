@@ -1,0 +1,173 @@
+// SGD and LARS steps on the GPU: one pass, one block per chunk, reading p, g and the momentum
+// buffer and writing p and the buffer (and the low-precision params under master weights).
+#include <ATen/Dispatch.h>
+#include <ATen/Functions.h>
+#include <torch/library.h>
+
+#include <array>
+#include <vector>
+
+#include "common/multi_tensor_apply.cuh"
+#include "common/optim_cuda.cuh"
+#include "sgd/sgd.h"
+
+namespace mlperf_fast {
+
+namespace {
+
+constexpr int kBlock = 256;
+// Lists: math weights (master or params), grads, momentum buffers, low-precision params.
+constexpr int kDepth = 4;
+using Meta = TensorListMeta<kDepth>;
+
+template <typename T, typename G, bool kMaster, bool kLars>
+struct SgdChunk {
+  static constexpr int kBlockSize = kBlock;
+
+  struct Body {
+    T* w;
+    const G* g;
+    T* buf;
+    G* model;
+    SgdCoeffs<T> co;
+    T divisor, lr, scaled_lr;
+
+    template <int N>
+    __device__ __forceinline__ void run(int64_t k) {
+      T pw[N], pb[N];
+      G pg[N];
+      load_n<N>(pw, w, k);
+      load_n<N>(pg, g, k);
+      if (co.has_momentum && (kLars || !co.first_run)) load_n<N>(pb, buf, k);
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        const T grad = static_cast<T>(pg[j]) / divisor;
+        if constexpr (kLars) {
+          pb[j] = co.momentum * pb[j] + scaled_lr * (grad + co.weight_decay * pw[j]);
+          pw[j] = pw[j] - pb[j];
+        } else {
+          pw[j] = pw[j] - lr * sgd_direction(pw[j], grad, pb[j], co);
+        }
+      }
+      if (co.has_momentum) store_n<N>(buf, k, pb);
+      store_n<N>(w, k, pw);
+      if constexpr (kMaster) {
+        G out[N];
+#pragma unroll
+        for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[j]);
+        store_n<N>(model, k, out);
+      }
+    }
+  };
+
+  __device__ void operator()(const Meta& meta, int slot, int chunk, int64_t chunk_size,
+                             SgdArgs a) const {
+    const GradPrologue pro = grad_prologue(a.found_inf, a.grad_scale, ScalarArg{}, 0);
+    if (pro.skip) return;
+    const int64_t begin = static_cast<int64_t>(chunk) * chunk_size;
+    const int64_t len = min(chunk_size, meta.numel[slot] - begin);
+    Body body;
+    body.w = static_cast<T*>(meta.addr[0][slot]) + begin;
+    body.g = static_cast<const G*>(meta.addr[1][slot]) + begin;
+    body.buf = a.has_momentum ? static_cast<T*>(meta.addr[2][slot]) + begin : nullptr;
+    body.model = kMaster ? static_cast<G*>(meta.addr[3][slot]) + begin : nullptr;
+    body.co = SgdCoeffs<T>{static_cast<T>(a.momentum), static_cast<T>(a.dampening),
+                           static_cast<T>(a.weight_decay), a.nesterov, a.first_run,
+                           a.has_momentum};
+    body.divisor = static_cast<T>(pro.divisor);
+    body.lr = static_cast<T>(a.lr.get());
+    body.scaled_lr = body.lr;
+    if constexpr (kLars) {
+      const int index = meta.index[slot];
+      const T pn = read_norm<T>(a.param_norms, a.norms_double, index);
+      const T gn = read_norm<T>(a.grad_norms, a.norms_double, index) / body.divisor;
+      body.scaled_lr = body.lr * lars_trust_ratio(pn, gn, static_cast<T>(a.trust_coefficient),
+                                                  body.co.weight_decay, static_cast<T>(a.eps),
+                                                  a.adapt);
+    }
+    const bool aligned = pack_aligned<kPack>(body.w) && pack_aligned<kPack>(body.g) &&
+                         (!a.has_momentum || pack_aligned<kPack>(body.buf)) &&
+                         (!kMaster || pack_aligned<kPack>(body.model));
+    for_each_element<kBlock>(len, aligned, body);
+  }
+};
+
+template <typename T, typename G, bool kMaster>
+void sgd_family_cuda(at::TensorList params, at::TensorList grads, at::TensorList bufs,
+                     at::TensorList master_params, const SgdArgs& a) {
+  // Without momentum the buffer list is never read; the params stand in for it.
+  const std::array<at::TensorList, kDepth> lists{kMaster ? master_params : params, grads,
+                                                 a.has_momentum ? bufs : params, params};
+  const ChunkLayout layout(params, kOptimChunk);
+  std::vector<int64_t> all(params.size());
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
+  if (a.lars)
+    multi_tensor_apply<kDepth>(lists, all, layout, SgdChunk<T, G, kMaster, true>{}, a);
+  else
+    multi_tensor_apply<kDepth>(lists, all, layout, SgdChunk<T, G, kMaster, false>{}, a);
+}
+
+void sgd_family_cuda_dispatch(at::TensorList params, at::TensorList grads, at::TensorList bufs,
+                              at::TensorList master_params, const SgdArgs& a) {
+  if (params.empty()) return;
+  if (master_params.empty()) {
+    AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "sgd_family_cuda", [&] {
+      sgd_family_cuda<scalar_t, scalar_t, false>(params, grads, bufs, master_params, a);
+    });
+  } else {
+    AT_DISPATCH_REDUCED_FLOATING_TYPES(params[0].scalar_type(), "sgd_family_cuda", [&] {
+      sgd_family_cuda<float, scalar_t, true>(params, grads, bufs, master_params, a);
+    });
+  }
+}
+
+}  // namespace
+
+void sgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
+                   at::TensorList master_params, const std::optional<at::Tensor>& lr_t,
+                   double lr, double momentum, double dampening, double weight_decay,
+                   bool nesterov, bool first_run, const std::optional<at::Tensor>& grad_scale,
+                   const std::optional<at::Tensor>& found_inf) {
+  if (momentum_buffers.empty())
+    check_optim_lists(params, grads, {}, master_params);
+  else
+    check_optim_lists(params, grads, {{momentum_buffers, "momentum_buffers"}}, master_params);
+  SgdArgs a = make_sgd_args(params, momentum_buffers, lr_t, lr, grad_scale, found_inf);
+  a.momentum = momentum;
+  a.dampening = dampening;
+  a.weight_decay = weight_decay;
+  a.nesterov = nesterov;
+  a.first_run = first_run;
+  sgd_family_cuda_dispatch(params, grads, momentum_buffers, master_params, a);
+}
+
+void lars_step_cuda(at::TensorList params, at::TensorList grads,
+                    at::TensorList momentum_buffers, at::TensorList master_params,
+                    const at::Tensor& param_norms, const at::Tensor& grad_norms,
+                    const std::optional<at::Tensor>& lr_t, double lr, double momentum,
+                    double weight_decay, double trust_coefficient, double eps, bool adapt,
+                    const std::optional<at::Tensor>& grad_scale,
+                    const std::optional<at::Tensor>& found_inf) {
+  check_optim_lists(params, grads, {{momentum_buffers, "momentum_buffers"}}, master_params);
+  check_lars_norms(params, param_norms, grad_norms);
+  SgdArgs a = make_sgd_args(params, momentum_buffers, lr_t, lr, grad_scale, found_inf);
+  MF_CHECK_VALUE(a.has_momentum || params.empty(), "momentum_buffers",
+                 "LARS needs a momentum buffer per parameter");
+  a.lars = true;
+  a.momentum = momentum;
+  a.weight_decay = weight_decay;
+  a.trust_coefficient = trust_coefficient;
+  a.eps = eps;
+  a.adapt = adapt;
+  a.param_norms = param_norms.const_data_ptr();
+  a.grad_norms = grad_norms.const_data_ptr();
+  a.norms_double = param_norms.scalar_type() == at::kDouble;
+  sgd_family_cuda_dispatch(params, grads, momentum_buffers, master_params, a);
+}
+
+TORCH_LIBRARY_IMPL(mlperf_fast, CUDA, m) {
+  m.impl("sgd_step", &sgd_step_cuda);
+  m.impl("lars_step", &lars_step_cuda);
+}
+
+}  // namespace mlperf_fast

@@ -1,0 +1,75 @@
+"""FusedLARS: LARS as the MLPerf ResNet-50 submissions use it, over multi-tensor kernels.
+
+Per tensor: trust = trust_coefficient ||p|| / (||g|| + weight_decay ||p|| + eps) (1 where a norm
+is 0), buf = momentum buf + lr trust (g + weight_decay p), p -= buf. Parameters of groups with
+``lars_exclude=True`` (biases and batch-norm parameters, see :func:`lars_param_groups`) get
+neither adaptation nor weight decay. A step is one multi-tensor L2 norm of the weights and the
+gradients (each tensor read once), then one pass reading p, g, buf and writing p, buf.
+"""
+from __future__ import annotations
+
+import torch
+
+from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
+from mlperf_fast.ops.sgd import lars_step
+from mlperf_fast.optim._base import FusedOptimizer, math_dtype
+
+
+def lars_param_groups(model: torch.nn.Module, **group_options) -> list[dict]:
+    """Two groups: weights (ndim > 1) adapted and decayed; biases and normalization parameters
+    (ndim <= 1) excluded, as the MLPerf ResNet-50 reference does."""
+    adapted, excluded = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (adapted if p.ndim > 1 else excluded).append(p)
+    return [dict(params=adapted, **group_options),
+            dict(params=excluded, lars_exclude=True, **group_options)]
+
+
+class FusedLARS(FusedOptimizer):
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 0.001, eps: float = 0.0, *,
+                 capturable: bool = False, backend: str = "auto") -> None:
+        if momentum < 0 or weight_decay < 0 or trust_coefficient <= 0 or eps < 0:
+            raise ValueError("momentum, weight_decay and eps must be >= 0 and trust_coefficient "
+                             f"> 0, got {momentum}, {weight_decay}, {trust_coefficient}, {eps}")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coefficient=trust_coefficient, eps=eps, lars_exclude=False)
+        super().__init__(params, defaults, backend=backend, capturable=capturable)
+
+    def _init_state(self, p: torch.Tensor, state: dict) -> None:
+        dt = math_dtype(p.dtype)
+        state["momentum_buffer"] = torch.zeros_like(p, dtype=dt,
+                                                    memory_format=torch.contiguous_format)
+        if dt != p.dtype:
+            state["master_param"] = p.detach().to(dt).clone()
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        per_group = [self._buckets(group) for group in self.param_groups]
+        device = self._device([b for bs in per_group for b in bs])
+        if device is None:
+            return loss
+        grad_scale, found_inf = self._amp()
+        grad_scale, found_inf = self._on(grad_scale, device), self._on(found_inf, device)
+        self._advance([s["step"] for bs in per_group for b in bs for s in b.states], found_inf)
+        for group, buckets in zip(self.param_groups, per_group):
+            lr_t, lr = self._lr(group, device)
+            exclude = group["lars_exclude"]
+            for b in buckets:
+                n = len(b.params)
+                weights = b.weights()
+                if exclude:
+                    norms = torch.zeros(2 * n, dtype=math_dtype(weights[0].dtype), device=device)
+                else:
+                    norms = multi_tensor_l2norm(weights + b.grads, per_tensor=True,
+                                                backend=self.backend)[1]
+                lars_step(b.params, b.grads, b.state_list("momentum_buffer"), b.masters,
+                          norms[:n], norms[n:], lr_t, lr, group["momentum"],
+                          0.0 if exclude else group["weight_decay"], group["trust_coefficient"],
+                          group["eps"], not exclude, grad_scale, found_inf, backend=self.backend)
+        return loss
