@@ -102,3 +102,73 @@ def dali_available() -> bool:
 
 def steps(n: int, batch: int) -> int:
     return math.ceil(n / batch)
+
+
+class DaliPipeline:
+    """The reference's DALI feature pipeline (common/data/dali/pipeline.py) on the GPU, fed batch
+    by batch in the sampler's order through an external source, so that it yields exactly the
+    batches TorchPipeline yields: decoding (resampled to rate * 16 kHz for speed perturbation),
+    silence trimming, dither, preemphasis, spectrogram, mel filterbank, log, per-feature
+    normalization and padding. The Hann window is passed explicitly (the one the reference's
+    PyTorch features use, symmetric, 320 samples) so that both paths use the same window."""
+
+    def __init__(self, samples: list[Sample], tokenizer: Tokenizer, cfg: FeatureConfig,
+                 augment: AugmentConfig | None, train: bool, seed: int, device_id: int,
+                 max_batch: int, num_threads: int = 4) -> None:
+        from nvidia.dali import fn, pipeline_def, types
+
+        self.samples, self.cfg, self.train = samples, cfg, train
+        self.labels = [tokenizer.tokenize(s.transcript) for s in samples]
+        self.device_id = device_id
+        speed = augment is not None and train and augment.speed_p > 0
+        window = torch.hann_window(cfg.win_length, periodic=False, dtype=torch.float64).tolist()
+
+        @pipeline_def(batch_size=max_batch, num_threads=num_threads, device_id=device_id,
+                      seed=seed, prefetch_queue_depth=1, exec_async=False, exec_pipelined=False)
+        def pipe():
+            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+            if speed:
+                rate = fn.random.uniform(range=[augment.speed_min, augment.speed_max])
+                audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True,
+                                             sample_rate=rate * cfg.sample_rate)
+            else:
+                audio, _ = fn.decoders.audio(encoded, dtype=types.FLOAT, downmix=True,
+                                             sample_rate=cfg.sample_rate)
+            if cfg.trim_silence_db is not None:
+                begin, length = fn.nonsilent_region(audio, cutoff_db=cfg.trim_silence_db)
+                audio = fn.slice(audio, begin, length, axes=[0])
+            audio = audio.gpu()
+            if cfg.dither > 0:
+                audio = audio + fn.random.normal(audio, device="gpu") * cfg.dither
+            audio = fn.preemphasis_filter(audio, preemph_coeff=cfg.preemph)
+            spec = fn.spectrogram(audio, nfft=cfg.n_fft, window_length=cfg.win_length,
+                                  window_step=cfg.hop_length, window_fn=window)
+            mel = fn.mel_filter_bank(spec, sample_rate=cfg.sample_rate, nfilter=cfg.n_filt,
+                                     normalize=True)
+            logmel = fn.to_decibels(mel, multiplier=math.log(10), reference=1.0,
+                                    cutoff_db=math.log(cfg.log_floor))
+            shape = fn.shapes(logmel)
+            logmel = fn.normalize(logmel, axes=[1])
+            return fn.pad(logmel, fill_value=0), shape
+
+        self.pipe = pipe()
+        self.pipe.build()
+
+    def batch(self, indices: list[int]) -> Batch:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        encoded = [np.fromfile(self.samples[i].path, dtype=np.uint8) for i in indices]
+        self.pipe.feed_input("encoded", encoded)
+        feats_tl, shapes_tl = self.pipe.run()
+        feats_t = feats_tl.as_tensor()
+        feats = torch.empty(feats_t.shape(), dtype=torch.float32,
+                            device=torch.device("cuda", self.device_id))
+        feed_ndarray(feats_t, feats, cuda_stream=torch.cuda.current_stream(feats.device))
+        shapes = torch.as_tensor(np.array(shapes_tl.as_cpu().as_array()), dtype=torch.int64)
+        lens = shapes[:, 1].to(torch.int32)
+        y, y_lens = pad_labels([self.labels[i] for i in indices])
+        return feats, lens, y, y_lens
+
+    def batches(self, index_batches: list[list[int]]) -> Iterator[Batch]:
+        for b in index_batches:
+            yield self.batch(b)

@@ -4,6 +4,7 @@ greedy decoding and word error rate (train.py of the reference, restated)."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import copy
 from concurrent.futures import ThreadPoolExecutor
 import hashlib
@@ -175,14 +176,26 @@ class RNNTWorkload(Workload):
         dev = ctx.device
         if dev.type == "cpu" and cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
-        if dev.type == "cuda" and not dali_available():
-            _say("NVIDIA DALI is not installed: features are computed on the CPU in PyTorch")
-        cache = cfg.data.embedded is not None
-        self.train_pipe = TorchPipeline(train, self.tokenizer, cfg.features, cfg.augment,
-                                        train=True, seed=ctx.seed * 1000 + ctx.rank,
-                                        cache_audio=cache)
-        self.eval_pipe = TorchPipeline(evals, self.tokenizer, cfg.features, None, train=False,
-                                       seed=ctx.seed)
+        self.uses_dali = dev.type == "cuda" and dali_available()
+        if self.uses_dali:
+            from mlperf_fast.rnnt.pipeline import DaliPipeline
+
+            mb = min(cfg.optim.micro_batch, cfg.optim.global_batch_size // ctx.world_size)
+            self.train_pipe = DaliPipeline(train, self.tokenizer, cfg.features, cfg.augment,
+                                           train=True, seed=ctx.seed * 1000 + ctx.rank,
+                                           device_id=dev.index or 0, max_batch=mb)
+            self.eval_pipe = DaliPipeline(evals, self.tokenizer, cfg.features, None, train=False,
+                                          seed=ctx.seed, device_id=dev.index or 0,
+                                          max_batch=cfg.data.eval_batch)
+        else:
+            if dev.type == "cuda":
+                _say("NVIDIA DALI is not installed (pip install mlperf-fast[dali]): features "
+                     "are computed on the CPU in PyTorch")
+            self.train_pipe = TorchPipeline(train, self.tokenizer, cfg.features, cfg.augment,
+                                            train=True, seed=ctx.seed * 1000 + ctx.rank,
+                                            cache_audio=cfg.data.embedded is not None)
+            self.eval_pipe = TorchPipeline(evals, self.tokenizer, cfg.features, None,
+                                           train=False, seed=ctx.seed)
         self.references = [s.transcript for s in evals]
         self.sampler = data.BucketingSampler([s.duration for s in train],
                                              cfg.optim.global_batch_size, cfg.data.num_buckets,
@@ -238,34 +251,38 @@ class RNNTWorkload(Workload):
         with ThreadPoolExecutor(max_workers=1) as pool:
             inputs = _prefetch(pool, self.train_pipe.batch,
                                [c for chunks in chunked for c in chunks], depth=2)
-            for chunks in chunked:
-                self._train_step(epoch, chunks, inputs)
+            losses = [self._train_step(epoch, chunks, inputs) for chunks in chunked]
+        if self.ctx.rank == 0 and losses:
+            mean = float(torch.stack(losses).mean())
+            _say(f"epoch {epoch + 1}: mean training loss {mean:.3f}, "
+                 f"learning rate {self.opt.param_groups[0]['lr']:.2e}")
 
-    def _train_step(self, epoch: int, chunks: list[list[int]], inputs) -> None:
+    def _train_step(self, epoch: int, chunks: list[list[int]], inputs) -> torch.Tensor:
+        """One optimizer step over the micro-batches of one global batch."""
         o, dev = self.config.optim, self.ctx.device
-        if True:  # one optimizer step over the micro-batches of one global batch
-            self._set_lr(epoch)
-            self.opt.zero_grad(set_to_none=True)
-            total = torch.zeros((), device=dev)
-            for j, chunk in enumerate(chunks):
-                feats, lens, y, y_lens = next(inputs)
-                x, x_lens = self._to_device(feats, lens, augment=True)
-                sync = j == len(chunks) - 1 or not self.ctx.distributed
-                ctxm = self.ddp.no_sync() if not sync else _null()
-                with ctxm:
-                    loss = self._loss(x, x_lens, y.to(dev), y_lens.to(dev)) / len(chunks)
-                    if torch.isnan(loss).any():
-                        _say("loss is NaN; skipping the update")
-                        continue
-                    loss.backward()
-                total += loss.detach()
-            self.opt.step()
-            if self.ema is not None:
-                ema_p = list(self.ema.state_dict().values())
-                cur_p = list(self.model.state_dict().values())
-                torch._foreach_lerp_(ema_p, cur_p, 1.0 - o.ema)
-            self.step += 1
-            self.ctx.report_step(o.global_batch_size, total)
+        self._set_lr(epoch)
+        self.opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=dev)
+        for j, chunk in enumerate(chunks):
+            feats, lens, y, y_lens = next(inputs)
+            x, x_lens = self._to_device(feats, lens, augment=True)
+            sync = j == len(chunks) - 1 or not self.ctx.distributed
+            ctxm = self.ddp.no_sync() if not sync else contextlib.nullcontext()
+            with ctxm:
+                loss = self._loss(x, x_lens, y.to(dev), y_lens.to(dev)) / len(chunks)
+                if torch.isnan(loss).any():
+                    _say("loss is NaN; skipping the update")
+                    continue
+                loss.backward()
+            total += loss.detach()
+        self.opt.step()
+        if self.ema is not None:
+            ema_p = list(self.ema.state_dict().values())
+            cur_p = list(self.model.state_dict().values())
+            torch._foreach_lerp_(ema_p, cur_p, 1.0 - o.ema)
+        self.step += 1
+        self.ctx.report_step(o.global_batch_size, total)
+        return total
 
     def _loss(self, x, x_lens, y, y_lens) -> torch.Tensor:
         if self.ctx.distributed:  # DDP hooks need the wrapped module's forward
@@ -300,11 +317,13 @@ class RNNTWorkload(Workload):
         return errors / words if words else float("inf")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None,
-                "step": self.step, "aug_gen": self.aug_gen.get_state(),
-                "pipe_gen": self.train_pipe.generator.get_state(),
-                "pipe_np": self.train_pipe.np_rng.bit_generator.state}
+        state = {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                 "ema": self.ema.state_dict() if self.ema is not None else None,
+                 "step": self.step, "aug_gen": self.aug_gen.get_state()}
+        if isinstance(self.train_pipe, TorchPipeline):  # DALI's generators are not saved
+            state["pipe_gen"] = self.train_pipe.generator.get_state()
+            state["pipe_np"] = self.train_pipe.np_rng.bit_generator.state
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -313,8 +332,9 @@ class RNNTWorkload(Workload):
             self.ema.load_state_dict(state["ema"])
         self.step = state["step"]
         self.aug_gen.set_state(state["aug_gen"])
-        self.train_pipe.generator.set_state(state["pipe_gen"])
-        self.train_pipe.np_rng.bit_generator.state = state["pipe_np"]
+        if "pipe_gen" in state and isinstance(self.train_pipe, TorchPipeline):
+            self.train_pipe.generator.set_state(state["pipe_gen"])
+            self.train_pipe.np_rng.bit_generator.state = state["pipe_np"]
 
 
 def _prefetch(pool, fn, items, depth: int):
@@ -331,10 +351,3 @@ def _prefetch(pool, fn, items, depth: int):
     while pending:
         yield pending.popleft().result()
 
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
