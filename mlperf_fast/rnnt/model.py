@@ -100,7 +100,8 @@ class RNNT(nn.Module):
                    y: torch.Tensor, y_lens: torch.Tensor) -> torch.Tensor:
         """Mean transducer loss over the batch, from encoder and prediction outputs."""
         t, u = int(f_lens.max()), int(y_lens.max())
-        logits = self.joint(f[:, :t], g[:, :u + 1])
+        with self._autocast(f.device):
+            logits = self.joint(f[:, :t], g[:, :u + 1])
         return self._loss(logits.float(), y[:, :u].int(), f_lens.int(), y_lens.int(),
                           blank=self.blank, reduction="mean")
 

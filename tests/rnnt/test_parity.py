@@ -87,3 +87,25 @@ def test_greedy_transcripts_match_reference(limits, rng_seed):
     got = GreedyDecoder(N_CLASSES - 1, per_step, per_sample).decode(ours, x, x_lens)
     assert got == want
     assert any(len(w) > 0 for w in want)
+
+
+@pytest.mark.cuda
+def test_bf16_autocast_on_cuda_is_close_to_float32_reference(rng_seed):
+    ref, ours = _models(rng_seed)
+    ours = ours.cuda()
+    x, x_lens, y, y_lens = _batch(rng_seed, b=8, t=40, u=9)
+    logits, f_lens = ref(x, x_lens, y, y_lens)
+    ref_loss = rnnt_loss_torch(logits[:, :int(f_lens.max())].float(), y, f_lens.int(), y_lens,
+                               blank=N_CLASSES - 1)
+    ref_loss.backward()
+    our_loss = ours.loss(x.cuda(), x_lens.cuda(), y.cuda(), y_lens.cuda())
+    our_loss.backward()
+    # bf16 keeps 8 bits of mantissa: the LSTMs' and the joint's rounding shows at ~1e-2
+    assert abs(float(our_loss) - float(ref_loss)) <= 2e-2 * abs(float(ref_loss))
+    ref_params = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        a, b = p.grad.float().cpu().flatten(), ref_params[name].grad.flatten()
+        cos = torch.nn.functional.cosine_similarity(a, b, dim=0)
+        assert float(cos) > 0.98, (name, float(cos))
+    hyps = GreedyDecoder(N_CLASSES - 1, 30, 300).decode(ours, x.cuda(), x_lens.cuda())
+    assert len(hyps) == 8
