@@ -156,7 +156,7 @@ EMBEDDED = RNNTConfig(
     target_wer=0.10,
     model=ModelConfig(enc_n_hid=256, enc_pre_rnn_layers=1, enc_post_rnn_layers=1,
                       pred_n_hid=128, pred_rnn_layers=1, joint_n_hid=256),
-    optim=OptimConfig(global_batch_size=16, micro_batch=16, lr=1e-2, warmup_epochs=1,
+    optim=OptimConfig(global_batch_size=16, micro_batch=16, lr=3e-2, warmup_epochs=1,
                       hold_epochs=8, lr_exp_gamma=0.85, ema=0.99, epochs=30),
     augment=AugmentConfig(),
     data=DataConfig(train_splits=("train-synth",), eval_split="dev-synth", vocab_size=128,

@@ -136,7 +136,9 @@ class DaliPipeline:
                                              sample_rate=cfg.sample_rate)
             if cfg.trim_silence_db is not None:
                 begin, length = fn.nonsilent_region(audio, cutoff_db=cfg.trim_silence_db)
-                audio = fn.slice(audio, begin, length, axes=[0])
+                audio = fn.slice(audio, fn.cast(begin, dtype=types.FLOAT),
+                                 fn.cast(length, dtype=types.FLOAT), axes=[0],
+                                 normalized_anchor=False, normalized_shape=False)
             audio = audio.gpu()
             if cfg.dither > 0:
                 audio = audio + fn.random.normal(audio, device="gpu") * cfg.dither
