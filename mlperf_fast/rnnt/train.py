@@ -221,7 +221,8 @@ class RNNTWorkload(Workload):
         _say(f"{len(train)} training and {len(evals)} evaluation utterances, "
              f"{self.tokenizer.num_labels} pieces + blank, "
              f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
-             f"optimizer {ops.lamb_name()}, device {dev}")
+             f"optimizer {ops.lamb_name()}, loss {ops.rnnt_loss().__module__}, device {dev}, "
+             f"features {'DALI on the GPU' if self.uses_dali else 'PyTorch on the CPU'}")
 
     def log_weights_initialization(self, log: Any) -> None:
         for name in RNNT.initialized_tensors:
