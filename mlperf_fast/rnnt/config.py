@@ -159,8 +159,9 @@ EMBEDDED = RNNTConfig(
     # held the encoder in the prediction network's shadow (WER 0.92 after 4 epochs, loss 17).
     model=ModelConfig(enc_n_hid=256, enc_pre_rnn_layers=1, enc_post_rnn_layers=1,
                       pred_n_hid=128, pred_rnn_layers=1, joint_n_hid=256,
-                      pred_dropout=0.1, joint_dropout=0.1, weights_init_scale=1.0),
-    # LAMB's step is lr times each tensor's norm: 1e-2 learned slowly, 3e-2 diverged in epoch 5
+                      pred_dropout=0.1, joint_dropout=0.1),
+    # LAMB's step is lr times each tensor's norm: 1e-2 learned slowly, 3e-2 diverged in epoch 5,
+    # 1.5e-2 with the LSTMs at init scale 1.0 drifted up from epoch 5 (README, runs 2-5)
     optim=OptimConfig(global_batch_size=16, micro_batch=16, lr=1.5e-2, warmup_epochs=1,
                       hold_epochs=10, lr_exp_gamma=0.85, ema=0.99, epochs=30),
     augment=AugmentConfig(freq_masks=1, max_freq=15, time_masks=4),
