@@ -34,6 +34,10 @@ def register(name: str, target: str, description: str) -> None:
     REGISTRY[name] = Entry(target, description)
 
 
+register("rnnt", "mlperf_fast.rnnt.train:RNNTWorkload",
+         "RNN-T speech recognition (LibriSpeech; embedded: a synthesized English corpus)")
+
+
 def load_workload(name: str) -> type[Workload]:
     module, _, cls = REGISTRY[name].target.partition(":")
     return getattr(importlib.import_module(module), cls)

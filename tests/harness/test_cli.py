@@ -27,7 +27,8 @@ def _assert_usage_error(proc: subprocess.CompletedProcess, *words: str) -> None:
 
 def test_list_and_help():
     proc = _run("--list")
-    assert proc.returncode == 0 and proc.stdout.startswith("toy")
+    assert proc.returncode == 0
+    assert any(line.startswith("toy ") for line in proc.stdout.splitlines()), proc.stdout
     proc = _run("--help")
     assert proc.returncode == 0 and "--data-dir" in proc.stdout and "--resume" in proc.stdout
 

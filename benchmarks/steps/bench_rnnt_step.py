@@ -1,0 +1,87 @@
+"""One RNN-T training step (forward, loss, backward, LAMB) at the closed configuration's sizes:
+the MLCommons reference model in float32 (its training default, AMP off) against mlperf_fast's
+model (bf16 autocast, the package's transducer loss and LAMB).
+
+Shapes: the reference's per-GPU forward batch of 16 utterances (1024 over 8 GPUs and 8
+accumulation steps), 12.3 s each (LibriSpeech's mean training utterance) = 410 frames after
+stacking by 3, 60 sentencepiece targets. Floor: the step's matrix FLOPs (LSTM gates, joint
+network; forward + 2x for backward) at the measured bf16 matrix rate.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mlperf_fast.rnnt import ops, reference
+from mlperf_fast.rnnt.config import CLOSED
+from mlperf_fast.rnnt.model import RNNT
+
+B, T, U = 16, 410, 60
+V = CLOSED.data.vocab_size + 1
+
+
+def _lstm_flops(t: int, inp: int, hid: int, layers: int) -> float:
+    return sum(2 * 4 * hid * ((inp if i == 0 else hid) + hid) * t * B for i in range(layers))
+
+
+def _step_flops() -> float:
+    m = CLOSED.model
+    t2 = (T + 1) // 2
+    fwd = (_lstm_flops(T, CLOSED.features.in_feats, m.enc_n_hid, m.enc_pre_rnn_layers)
+           + _lstm_flops(t2, 2 * m.enc_n_hid, m.enc_n_hid, m.enc_post_rnn_layers)
+           + _lstm_flops(U + 1, m.pred_n_hid, m.pred_n_hid, m.pred_rnn_layers)
+           + 2 * B * t2 * (U + 1) * m.joint_n_hid * V)
+    return 3 * fwd
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((T, B, CLOSED.features.in_feats), generator=g).cuda()
+    x_lens = torch.full((B,), T, dtype=torch.int32).cuda()
+    y = torch.randint(1, V - 1, (B, U), generator=g, dtype=torch.int32).cuda()
+    y_lens = torch.full((B,), U, dtype=torch.int32).cuda()
+    return x, x_lens, y, y_lens
+
+
+def _reference_loss():
+    try:
+        from torchaudio.functional import rnnt_loss
+
+        return rnnt_loss, "torchaudio rnnt_loss"
+    except ImportError:
+        return ops.rnnt_loss_torch, "plain PyTorch rnnt_loss"
+
+
+@pytest.mark.cuda
+def test_rnnt_training_step(measure):
+    torch.manual_seed(0)
+    x, x_lens, y, y_lens = _inputs()
+    ref = reference.RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
+    ours = RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
+    ours.load_state_dict(ref.state_dict())
+    o = CLOSED.optim
+    kw = dict(lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
+              max_grad_norm=o.clip_norm)
+    ref_opt = ops.Lamb(ref.parameters(), **kw)
+    our_opt = ops.lamb_class()(ours.parameters(), **kw)
+    loss_fn, loss_name = _reference_loss()
+
+    def ref_step():
+        ref_opt.zero_grad(set_to_none=True)
+        logits, f_lens = ref(x, x_lens, y, y_lens)
+        loss = loss_fn(logits.float(), y, f_lens.int(), y_lens, blank=V - 1, reduction="mean")
+        loss.backward()
+        ref_opt.step()
+
+    def our_step():
+        our_opt.zero_grad(set_to_none=True)
+        ours.loss(x, x_lens, y, y_lens).backward()
+        our_opt.step()
+
+    group = "RNN-T training step, closed sizes"
+    shape = f"B={B} T={T} U={U} V={V}"
+    flops = _step_flops()
+    measure(group, f"reference fp32 + {loss_name}", ref_step, role="baseline", shape=shape,
+            flops=flops, warmup=2, repeat=10)
+    measure(group, f"mlperf_fast bf16 + {ops.lamb_name()}", our_step, shape=shape, flops=flops,
+            warmup=2, repeat=10)
