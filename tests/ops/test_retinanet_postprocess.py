@@ -64,7 +64,9 @@ def test_matches_reference_loop(backend, limits, rng_seed):
     assert got.boxes.shape[1] == min(max_det, sum(min(topk, s * 7) for s in levels))
     want = retinanet_postprocess_reference(logits, codes, anchors, sizes, levels,
                                            topk_candidates=topk, detections_per_img=max_det)
-    check(got, want, exact_boxes=backend.name != "triton")
+    # Bit-exact boxes only on the CPU: on the GPU the fused decode and torch's separate kernels
+    # contract multiply-adds into FMAs differently, which moves the last bit.
+    check(got, want, exact_boxes=backend.name != "triton" and backend.device.type == "cpu")
     # Per-image anchors give the same answer.
     per_image = anchors[None].expand(4, -1, -1)
     again = retinanet_postprocess(logits, codes, per_image, sizes, levels, topk_candidates=topk,

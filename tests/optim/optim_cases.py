@@ -96,8 +96,10 @@ def tolerance(backend, dtype):
     after 50 steps of updates of size ~lr on weights of size ~1, the float32 roundings of each
     step (~6e-8 relative) accumulate to ~2e-6 absolute at most in practice; 1e-5 / 1e-4 leaves
     margin and is still far below a wrong term (an update is ~1e-2). float64: the kernels round
-    differently from the reference at 1e-16; Triton takes host floats as float32, so its
-    hyperparameters carry 1e-7 relative error."""
+    differently from the reference at 1e-16. Triton takes host floats as float32, so its float64
+    path is not float64-exact: its hyperparameters carry 1e-7 relative error, and after 50 LARS
+    steps on the H100 its weights differed by up to 4.4e-5 relative (2.2e-6 absolute), so it is
+    held to the float32 tolerance."""
     if dtype == torch.float64:
-        return (1e-6, 1e-6) if backend.name == "triton" else (1e-10, 1e-10)
+        return (1e-4, 1e-5) if backend.name == "triton" else (1e-10, 1e-10)
     return 1e-4, 1e-5
