@@ -67,7 +67,10 @@ def test_loss_and_gradients_match_reference(odd_time, rng_seed):
     torch.testing.assert_close(our_loss, ref_loss, rtol=1e-5, atol=1e-5)
     ref_params = dict(ref.named_parameters())
     for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, ref_params[name].grad, rtol=1e-4, atol=1e-6,
+        # Gradients are float32 sums over every (b, t, u, v) taken in different orders by the
+        # fused loss and the plain one: a bias summed over the whole lattice was seen 1.5e-6 off
+        # at a size of 4.5e-3. 1e-5 absolute keeps that and is far below a wrong term.
+        torch.testing.assert_close(p.grad, ref_params[name].grad, rtol=1e-4, atol=1e-5,
                                    msg=lambda m, n=name: f"{n}: {m}")
     our_logits, our_lens = ours(x, x_lens, y, y_lens)
     assert torch.equal(our_lens, f_lens.int())
