@@ -127,13 +127,11 @@ def test_lamb_bert_large(measure, dtype):
         del params
         torch.cuda.empty_cache()
     params = _with_grads(shapes, dtype, 0)
-    for backend, batch in (("native", 0), ("native", 8 << 20), ("native", -(1 << 20)),
-                           ("native", -(2 << 20)), ("native", -(4 << 20)), ("triton", 0)):
+    for backend, batch in (("native", 0), ("native", 2 << 20), ("native", 8 << 20),
+                           ("triton", 0)):
         opt = FusedLAMB(_param_groups(params), lr=LR, betas=BETAS, eps=EPS,
                         max_grad_norm=MAX_NORM, backend=backend, batch_elems=batch)
-        impl = f"mlperf_fast {backend}" + (
-            f", batches of {batch >> 20}Mi elements" if batch > 0 else
-            f", interleaved, window {-batch >> 20}Mi elements" if batch < 0 else "")
+        impl = f"mlperf_fast {backend}" + (f", batches of {batch >> 20}Mi elements" if batch else "")
         measure(group, impl, opt.step, shape=shape, bytes=floor_bytes)
         del opt
         torch.cuda.empty_cache()

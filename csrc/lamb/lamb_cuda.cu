@@ -14,7 +14,6 @@
 #include <ATen/Functions.h>
 #include <torch/library.h>
 
-#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -162,10 +161,7 @@ struct ChunkBody {
 };
 
 // Pass 1 of LAMB (kLamb) or the whole Adam step.
-// With kSignal, the last block of a tensor leaves its counter at chunks + 1 once the tensor's
-// squares are written (the interleaved schedule's pass-2 blocks wait for that); otherwise it
-// resets the counter to 0.
-template <typename T, typename G, bool kMaster, bool kLamb, bool kSignal = false>
+template <typename T, typename G, bool kMaster, bool kLamb>
 struct MomentsChunk {
   static constexpr int kBlockSize = kBlock;
   __device__ void operator()(const Meta& meta, int slot, int chunk, int64_t chunk_size,
@@ -204,12 +200,7 @@ struct MomentsChunk {
         if (threadIdx.x == 0) {
           squares[2 * index] = sp;
           squares[2 * index + 1] = su;
-          if constexpr (kSignal) {
-            __threadfence();  // the squares are visible before the counter says so
-            atomicExch(&counters[index], static_cast<int>(chunks) + 1);
-          } else {
-            counters[index] = 0;
-          }
+          counters[index] = 0;
         }
       }
     }
@@ -255,40 +246,14 @@ struct TrustChunk {
 
   __device__ void operator()(const Meta& meta, int, int, int64_t chunk_size, AdamArgs a,
                              const T* squares) const {
-    const int b = gridDim.x - 1 - blockIdx.x;  // reverse order: see the top of the file
-    apply<false>(meta, meta.block_slot[b], meta.block_chunk[b], chunk_size, a, squares, nullptr);
-  }
-
-  // kWait: thread 0 first waits until the tensor's counter reads chunks + 1 (MomentsChunk with
-  // kSignal), and the squares are then read from L2, past any stale L1 line.
-  template <bool kWait>
-  __device__ void apply(const Meta& meta, int slot, int chunk, int64_t chunk_size,
-                        const AdamArgs& a, const T* squares, const int* counters) const {
     const GradPrologue pro =
         grad_prologue(a.found_inf, a.grad_scale, a.grad_norm, a.max_grad_norm);
     if (pro.skip) return;
-    const int64_t begin = static_cast<int64_t>(chunk) * chunk_size;
+    const int b = gridDim.x - 1 - blockIdx.x;  // reverse order: see the top of the file
+    const int slot = meta.block_slot[b];
+    const int64_t begin = static_cast<int64_t>(meta.block_chunk[b]) * chunk_size;
     const int64_t len = min(chunk_size, meta.numel[slot] - begin);
     const int index = meta.index[slot];
-    if constexpr (kWait) {
-      __shared__ T shared_squares[2];
-      if (threadIdx.x == 0) {
-        const int target = static_cast<int>((meta.numel[slot] + chunk_size - 1) / chunk_size) + 1;
-        const volatile int* flag = counters + index;
-        while (*flag != target) __nanosleep(128);
-        __threadfence();
-        shared_squares[0] = __ldcg(squares + 2 * index);
-        shared_squares[1] = __ldcg(squares + 2 * index + 1);
-      }
-      __syncthreads();
-      run_body(meta, slot, begin, len, a, shared_squares[0], shared_squares[1]);
-    } else {
-      run_body(meta, slot, begin, len, a, squares[2 * index], squares[2 * index + 1]);
-    }
-  }
-
-  __device__ void run_body(const Meta& meta, int slot, int64_t begin, int64_t len,
-                           const AdamArgs& a, T p_squares, T u_squares) const {
     Body body;
     body.w = static_cast<T*>(meta.addr[0][slot]) + begin;
     body.m = static_cast<const T*>(meta.addr[2][slot]) + begin;
@@ -297,7 +262,7 @@ struct TrustChunk {
     const double step = *static_cast<const float*>(meta.addr[4][slot]);
     body.dir.init(adam_coeffs<T>(a.beta1, a.beta2, a.beta3, a.eps, a.weight_decay,
                                  a.bias_correction, a.adam_w_mode, step));
-    const T ratio = lamb_trust_ratio(p_squares, u_squares, a.adapt);
+    const T ratio = lamb_trust_ratio(squares[2 * index], squares[2 * index + 1], a.adapt);
     body.scale = static_cast<T>(a.lr.get()) * ratio;
     const bool aligned = pack_aligned<kPack>(body.w) && pack_aligned<kPack>(body.m) &&
                          pack_aligned<kPack>(body.v) &&
@@ -305,117 +270,6 @@ struct TrustChunk {
     for_each_pack_group(len, aligned, body);
   }
 };
-
-// Both passes in one stream of launches: each block takes the next entry of the launch's
-// schedule by ticket (an atomic counter, so entries start in schedule order whatever order the
-// hardware starts blocks in). block_chunk[e] >= 0 is pass 1 of that chunk, ~c pass 2 of chunk
-// c. The host puts every pass-2 entry of a tensor after all its pass-1 entries, so a waiting
-// block only waits for blocks that hold earlier tickets and are running or done: no deadlock.
-// Pass 2 of a tensor follows its pass 1 by a window of elements smaller than L2, so its reads of
-// p, m and v mostly hit L2.
-template <typename T, typename G, bool kMaster>
-__global__ void __launch_bounds__(kBlock)
-    lamb_interleaved_kernel(const __grid_constant__ Meta meta, int64_t chunk_size, AdamArgs a,
-                            T* partial, int* counters, T* squares, int* ticket) {
-  __shared__ int entry;
-  if (threadIdx.x == 0) entry = atomicAdd(ticket, 1);
-  __syncthreads();
-  const int e = entry;
-  const int slot = meta.block_slot[e];
-  const int code = meta.block_chunk[e];
-  if (code >= 0) {
-    MomentsChunk<T, G, kMaster, true, true>{}(meta, slot, code, chunk_size, a, partial, counters,
-                                              squares);
-  } else {
-    TrustChunk<T, G, kMaster>{}.template apply<true>(meta, slot, ~code, chunk_size, a, squares,
-                                                     counters);
-  }
-}
-
-// The interleaved schedule (see lamb_interleaved_kernel) over all tensors, cut into launches
-// of at most kMaxBlocks entries and kMaxTensors tensors.
-template <typename T, typename G, bool kMaster>
-void lamb_interleaved(const std::array<at::TensorList, kDepth>& lists, const ChunkLayout& layout,
-                      const AdamArgs& a, int64_t window_elems, T* partial, int* counters,
-                      T* squares, const at::TensorOptions& opts) {
-  const int64_t n = static_cast<int64_t>(lists[0].size());
-  const int64_t lag = std::max<int64_t>(1, window_elems / layout.chunk_size);
-  // (tensor, code) in schedule order
-  std::vector<std::pair<int64_t, int32_t>> order;
-  order.reserve(2 * layout.total_chunks());
-  std::vector<std::pair<int64_t, int64_t>> ready;  // (tensor, pass-1 entries emitted at its end)
-  size_t head = 0;
-  int64_t next_p2 = 0;  // next pass-2 chunk of ready[head]
-  int64_t emitted = 0;
-  int64_t t = 0, c = 0;
-  auto skip_empty = [&]() {
-    while (t < n && layout.chunks(t) == 0) ++t;
-  };
-  skip_empty();
-  while (t < n || head < ready.size()) {
-    if (head < ready.size() && (t >= n || emitted - ready[head].second >= lag)) {
-      const int64_t i = ready[head].first;
-      order.emplace_back(i, ~static_cast<int32_t>(next_p2));
-      if (++next_p2 == layout.chunks(i)) {
-        ++head;
-        next_p2 = 0;
-      }
-    } else {
-      order.emplace_back(t, static_cast<int32_t>(c));
-      ++emitted;
-      if (++c == layout.chunks(t)) {
-        ready.emplace_back(t, emitted);
-        c = 0;
-        ++t;
-        skip_empty();
-      }
-    }
-  }
-  // cut into launches
-  std::vector<std::pair<size_t, size_t>> launches;
-  {
-    size_t begin = 0;
-    std::vector<int64_t> seen;
-    for (size_t e = 0; e < order.size(); ++e) {
-      const int64_t i = order[e].first;
-      const bool known = std::find(seen.begin(), seen.end(), i) != seen.end();
-      if (e - begin == static_cast<size_t>(Meta::kMaxBlocks) ||
-          (!known && seen.size() == static_cast<size_t>(Meta::kMaxTensors))) {
-        launches.emplace_back(begin, e);
-        begin = e;
-        seen.clear();
-      }
-      if (std::find(seen.begin(), seen.end(), i) == seen.end()) seen.push_back(i);
-    }
-    if (begin < order.size()) launches.emplace_back(begin, order.size());
-  }
-  at::Tensor tickets = at::zeros({static_cast<int64_t>(launches.size())}, opts.dtype(at::kInt));
-  int* ticket = tickets.data_ptr<int>();
-  const c10::cuda::CUDAGuard guard(lists[0][0].device());
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  for (size_t l = 0; l < launches.size(); ++l) {
-    Meta meta;
-    std::vector<int64_t> slots;
-    for (size_t e = launches[l].first; e < launches[l].second; ++e) {
-      const int64_t i = order[e].first;
-      auto it = std::find(slots.begin(), slots.end(), i);
-      int slot = static_cast<int>(it - slots.begin());
-      if (it == slots.end()) {
-        slots.push_back(i);
-        for (int d = 0; d < kDepth; ++d) meta.addr[d][slot] = lists[d][i].data_ptr();
-        meta.numel[slot] = lists[0][i].numel();
-        meta.index[slot] = static_cast<int32_t>(i);
-        meta.first_chunk[slot] = layout.first[i];
-      }
-      meta.block_slot[e - launches[l].first] = static_cast<uint8_t>(slot);
-      meta.block_chunk[e - launches[l].first] = order[e].second;
-    }
-    const int blocks = static_cast<int>(launches[l].second - launches[l].first);
-    lamb_interleaved_kernel<T, G, kMaster><<<blocks, kBlock, 0, stream>>>(
-        meta, layout.chunk_size, a, partial, counters, squares, ticket + l);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-}
 
 // Batches of consecutive positions of at most batch_elems elements (a tensor larger than that
 // is a batch of its own); one batch of everything when batch_elems <= 0.
@@ -440,7 +294,7 @@ void adam_family_cuda(at::TensorList params, at::TensorList grads, at::TensorLis
                       at::TensorList steps, const AdamArgs& a, bool lamb, int64_t batch_elems) {
   const std::array<at::TensorList, kDepth> lists{
       kMaster ? master_params : params, grads, exp_avgs, exp_avg_sqs, steps, params};
-  const ChunkLayout layout(params, lamb && batch_elems < 0 ? kOptimChunk : kCudaChunk);
+  const ChunkLayout layout(params, kCudaChunk);
   const auto opts = exp_avgs[0].options();
   const int64_t n = static_cast<int64_t>(params.size());
   if (!lamb) {
@@ -454,11 +308,6 @@ void adam_family_cuda(at::TensorList params, at::TensorList grads, at::TensorLis
   at::Tensor partial = at::empty({2 * layout.total_chunks()}, opts);
   at::Tensor squares = at::empty({2 * n}, opts);
   at::Tensor counters = at::zeros({n}, opts.dtype(at::kInt));
-  if (batch_elems < 0) {
-    lamb_interleaved<T, G, kMaster>(lists, layout, a, -batch_elems, partial.data_ptr<T>(),
-                                    counters.data_ptr<int>(), squares.data_ptr<T>(), opts);
-    return;
-  }
   for (const auto& batch : batches_of(params, batch_elems)) {
     multi_tensor_apply<kDepth>(lists, batch, layout, MomentsChunk<T, G, kMaster, true>{}, a,
                                partial.data_ptr<T>(), counters.data_ptr<int>(),
