@@ -27,6 +27,55 @@ namespace mlperf_fast {
 namespace {
 
 constexpr int kBlock = 256;
+// Elements per block of the CUDA passes. Larger than the CPU's kOptimChunk: a block's setup
+// (the step count, bias corrections, grad prologue) is paid once per 32Ki elements, and a
+// launch of TensorListMeta::kMaxBlocks chunks covers 64Mi elements, so a pass over BERT-large
+// is five launches rather than twenty.
+constexpr int64_t kCudaChunk = 32768;
+// Packs per thread loaded before any is used: kPackUnroll x (up to 4 lists) 16-byte loads in
+// flight per thread. The stores of one group come after all its loads, so no aliasing between
+// lists can serialize them.
+constexpr int kPackUnroll = 2;
+
+// Calls body.template run<kPack, kPackUnroll>(k, stride) for groups of kPackUnroll packs that
+// are `stride` elements apart, then run<kPack, 1> for the remaining packs and run<1, 1> for the
+// remaining elements (and for everything when not `aligned`).
+template <typename Body>
+__device__ __forceinline__ void for_each_pack_group(int64_t len, bool aligned, Body& body) {
+  int64_t tail = 0;
+  if (aligned) {
+    const int64_t packs = len / kPack;
+    constexpr int64_t kGroup = static_cast<int64_t>(kBlock) * kPackUnroll;
+    int64_t q = threadIdx.x;
+    for (; q + (kPackUnroll - 1) * kBlock < packs; q += kGroup)
+      body.template run<kPack, kPackUnroll>(q * kPack, kBlock * kPack);
+    for (; q < packs; q += kBlock) body.template run<kPack, 1>(q * kPack, 0);
+    tail = packs * kPack;
+  }
+  for (int64_t k = tail + threadIdx.x; k < len; k += kBlock) body.template run<1, 1>(k, 0);
+}
+
+// The Adam direction of optim_math.h with the bias corrections applied as reciprocals computed
+// once per block rather than divided per element (within an ulp of adam_direction).
+template <typename T>
+struct Direction {
+  T inv_bc1, inv_bc2, eps, weight_decay;
+  bool adam_w_mode;
+
+  __device__ void init(const AdamCoeffs<T>& c) {
+    inv_bc1 = T(1) / c.bc1;
+    inv_bc2 = T(1) / c.bc2;
+    eps = c.eps;
+    weight_decay = c.weight_decay;
+    adam_w_mode = c.adam_w_mode;
+  }
+
+  __device__ __forceinline__ T operator()(T p, T m, T v) const {
+    T u = (m * inv_bc1) / (mf_sqrt(v * inv_bc2) + eps);
+    if (adam_w_mode) u += weight_decay * p;
+    return u;
+  }
+};
 // Lists of a launch: the math weights (master or params), grads, exp_avgs, exp_avg_sqs, steps,
 // and the low-precision params that receive the rounded master weights.
 constexpr int kDepth = 6;
@@ -41,7 +90,8 @@ struct ChunkBody {
   T* v;
   G* model;
   AdamCoeffs<T> co;
-  T divisor, lr;
+  Direction<T> dir;
+  T inv_divisor, one_minus_beta2, lr;
   T pp = 0, uu = 0;
 
   __device__ ChunkBody(const Meta& meta, int slot, int64_t begin, const AdamArgs& a,
@@ -54,7 +104,9 @@ struct ChunkBody {
     const double step = *static_cast<const float*>(meta.addr[4][slot]);
     co = adam_coeffs<T>(a.beta1, a.beta2, a.beta3, a.eps, a.weight_decay, a.bias_correction,
                         a.adam_w_mode, step);
-    divisor = static_cast<T>(divisor_);
+    inv_divisor = static_cast<T>(1.0 / divisor_);
+    one_minus_beta2 = T(1) - co.beta2;
+    dir.init(co);
     lr = lr_;
   }
 
@@ -63,34 +115,46 @@ struct ChunkBody {
            pack_aligned<kPack>(v) && (!kMaster || pack_aligned<kPack>(model));
   }
 
-  template <int N>
-  __device__ __forceinline__ void run(int64_t k) {
-    T pw[N], pm[N], pv[N];
-    G pg[N];
-    load_n<N>(pw, w, k);
-    load_n<N>(pg, g, k);
-    load_n<N>(pm, m, k);
-    load_n<N>(pv, v, k);
+  template <int N, int U>
+  __device__ __forceinline__ void run(int64_t k, int64_t stride) {
+    T pw[U][N], pm[U][N], pv[U][N];
+    G pg[U][N];
 #pragma unroll
-    for (int j = 0; j < N; ++j) {
-      const T grad = static_cast<T>(pg[j]) / divisor;
-      const T u = adam_moments(pw[j], grad, pm[j], pv[j], co);
-      if constexpr (kLamb) {
-        pp += pw[j] * pw[j];
-        uu += u * u;
-      } else {
-        pw[j] = pw[j] - lr * u;
+    for (int u = 0; u < U; ++u) {
+      load_n<N>(pw[u], w, k + u * stride);
+      load_n<N>(pg[u], g, k + u * stride);
+      load_n<N>(pm[u], m, k + u * stride);
+      load_n<N>(pv[u], v, k + u * stride);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        T grad = static_cast<T>(pg[u][j]) * inv_divisor;
+        if (!co.adam_w_mode) grad += co.weight_decay * pw[u][j];
+        pm[u][j] = co.beta1 * pm[u][j] + co.beta3 * grad;
+        pv[u][j] = co.beta2 * pv[u][j] + one_minus_beta2 * grad * grad;
+        const T d = dir(pw[u][j], pm[u][j], pv[u][j]);
+        if constexpr (kLamb) {
+          pp += pw[u][j] * pw[u][j];
+          uu += d * d;
+        } else {
+          pw[u][j] = pw[u][j] - lr * d;
+        }
       }
     }
-    store_n<N>(m, k, pm);
-    store_n<N>(v, k, pv);
-    if constexpr (!kLamb) {
-      store_n<N>(w, k, pw);
-      if constexpr (kMaster) {
-        G out[N];
 #pragma unroll
-        for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[j]);
-        store_n<N>(model, k, out);
+    for (int u = 0; u < U; ++u) {
+      store_n<N>(m, k + u * stride, pm[u]);
+      store_n<N>(v, k + u * stride, pv[u]);
+      if constexpr (!kLamb) {
+        store_n<N>(w, k + u * stride, pw[u]);
+        if constexpr (kMaster) {
+          G out[N];
+#pragma unroll
+          for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[u][j]);
+          store_n<N>(model, k + u * stride, out);
+        }
       }
     }
   }
@@ -110,7 +174,7 @@ struct MomentsChunk {
     const int64_t len = min(chunk_size, numel - begin);
     ChunkBody<T, G, kMaster, kLamb> body(meta, slot, begin, a, pro.divisor,
                                          static_cast<T>(a.lr.get()));
-    for_each_element<kBlock>(len, body.aligned(), body);
+    for_each_pack_group(len, body.aligned(), body);
     if constexpr (kLamb) {
       const T pp = block_sum(body.pp);
       const T uu = block_sum(body.uu);
@@ -153,23 +217,29 @@ struct TrustChunk {
     const T* m;
     const T* v;
     G* model;
-    AdamCoeffs<T> co;
+    Direction<T> dir;
     T scale;
 
-    template <int N>
-    __device__ __forceinline__ void run(int64_t k) {
-      T pw[N], pm[N], pv[N];
-      load_n<N>(pw, w, k);
-      load_n<N>(pm, m, k);
-      load_n<N>(pv, v, k);
+    template <int N, int U>
+    __device__ __forceinline__ void run(int64_t k, int64_t stride) {
+      T pw[U][N], pm[U][N], pv[U][N];
 #pragma unroll
-      for (int j = 0; j < N; ++j) pw[j] = pw[j] - scale * adam_direction(pw[j], pm[j], pv[j], co);
-      store_n<N>(w, k, pw);
-      if constexpr (kMaster) {
-        G out[N];
+      for (int u = 0; u < U; ++u) {
+        load_n<N>(pw[u], w, k + u * stride);
+        load_n<N>(pm[u], m, k + u * stride);
+        load_n<N>(pv[u], v, k + u * stride);
+      }
+  #pragma unroll
+      for (int u = 0; u < U; ++u) {
 #pragma unroll
-        for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[j]);
-        store_n<N>(model, k, out);
+        for (int j = 0; j < N; ++j) pw[u][j] = pw[u][j] - scale * dir(pw[u][j], pm[u][j], pv[u][j]);
+        store_n<N>(w, k + u * stride, pw[u]);
+        if constexpr (kMaster) {
+          G out[N];
+#pragma unroll
+          for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[u][j]);
+          store_n<N>(model, k + u * stride, out);
+        }
       }
     }
   };
@@ -190,14 +260,14 @@ struct TrustChunk {
     body.v = static_cast<const T*>(meta.addr[3][slot]) + begin;
     body.model = kMaster ? static_cast<G*>(meta.addr[5][slot]) + begin : nullptr;
     const double step = *static_cast<const float*>(meta.addr[4][slot]);
-    body.co = adam_coeffs<T>(a.beta1, a.beta2, a.beta3, a.eps, a.weight_decay,
-                             a.bias_correction, a.adam_w_mode, step);
+    body.dir.init(adam_coeffs<T>(a.beta1, a.beta2, a.beta3, a.eps, a.weight_decay,
+                                 a.bias_correction, a.adam_w_mode, step));
     const T ratio = lamb_trust_ratio(squares[2 * index], squares[2 * index + 1], a.adapt);
     body.scale = static_cast<T>(a.lr.get()) * ratio;
     const bool aligned = pack_aligned<kPack>(body.w) && pack_aligned<kPack>(body.m) &&
                          pack_aligned<kPack>(body.v) &&
                          (!kMaster || pack_aligned<kPack>(body.model));
-    for_each_element<kBlock>(len, aligned, body);
+    for_each_pack_group(len, aligned, body);
   }
 };
 
@@ -224,7 +294,7 @@ void adam_family_cuda(at::TensorList params, at::TensorList grads, at::TensorLis
                       at::TensorList steps, const AdamArgs& a, bool lamb, int64_t batch_elems) {
   const std::array<at::TensorList, kDepth> lists{
       kMaster ? master_params : params, grads, exp_avgs, exp_avg_sqs, steps, params};
-  const ChunkLayout layout(params, kOptimChunk);
+  const ChunkLayout layout(params, kCudaChunk);
   const auto opts = exp_avgs[0].options();
   const int64_t n = static_cast<int64_t>(params.size());
   if (!lamb) {
