@@ -237,40 +237,23 @@ def test_opcheck():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 def test_torchaudio_parity(dtype, reduction, rng_seed):
-    """Against torchaudio on the GPU. torchaudio's CUDA kernel is wrong for an utterance with an
-    empty target (U=0) in a batch: it returned 6.31 and -93.37 where its own CPU kernel, this
-    package and the float64 reference agree on 122.40 and 93.37 (torchaudio 2.11, H100). So on
-    the GPU the targets here are non-empty; test_torchaudio_cpu_parity_with_empty_targets covers
-    U=0 against torchaudio's CPU kernel."""
+    """Our CUDA kernel against torchaudio's CPU kernel, empty targets included.
+
+    Not against torchaudio's CUDA kernel: on the H100 (torchaudio 2.11) it disagreed with its
+    own CPU kernel, this package and the float64 reference on single utterances of random
+    batches, e.g. 6.31 and -93.37 where the three others gave 122.40 and 93.37 (empty targets),
+    and once by 5x for a non-empty target, while every other utterance matched to 1e-6."""
     F = pytest.importorskip("torchaudio.functional")
     gen = torch.Generator().manual_seed(rng_seed)
-    u_lens = torch.randint(1, 13, (8,), generator=gen)
-    u_lens[0] = 12
-    logits, targets, t_lens, u_lens = make_case(gen, 8, 30, 12, 64, dtype=dtype, u_lens=u_lens)
-    dev = "cuda"
-    args = (targets.to(dev), t_lens.to(dev), u_lens.to(dev))
-    a = logits.to(dev).requires_grad_()
-    b = logits.to(dev).requires_grad_()
-    ours = rnnt_loss(a, *args, reduction=reduction)
-    theirs = F.rnnt_loss(b, *args, reduction=reduction)
+    logits, targets, t_lens, u_lens = make_case(gen, 8, 30, 12, 64, dtype=dtype)
+    u_lens[1] = 0
+    a = logits.cuda().requires_grad_()
+    b = logits.float().requires_grad_()
+    ours = rnnt_loss(a, targets.cuda(), t_lens.cuda(), u_lens.cuda(), reduction=reduction)
+    theirs = F.rnnt_loss(b, targets, t_lens, u_lens, reduction=reduction)
     (ours.sum() if reduction == "none" else ours).backward()
     (theirs.sum() if reduction == "none" else theirs).backward()
-    tol = 2e-5 if dtype == torch.float32 else 2e-3
-    torch.testing.assert_close(ours.float(), theirs.float(), rtol=tol, atol=tol * 10)
-    torch.testing.assert_close(a.grad.float(), b.grad.float(), rtol=0, atol=tol * 10)
-
-
-@pytest.mark.cuda
-def test_torchaudio_cpu_parity_with_empty_targets(rng_seed):
-    F = pytest.importorskip("torchaudio.functional")
-    gen = torch.Generator().manual_seed(rng_seed)
-    u_lens = torch.tensor([12, 0, 3, 0, 7, 0, 1, 12])
-    logits, targets, t_lens, u_lens = make_case(gen, 8, 30, 12, 64, u_lens=u_lens)
-    a = logits.cuda().requires_grad_()
-    b = logits.clone().requires_grad_()
-    ours = rnnt_loss(a, targets.cuda(), t_lens.cuda(), u_lens.cuda(), reduction="none")
-    theirs = F.rnnt_loss(b, targets, t_lens, u_lens, reduction="none")
-    ours.sum().backward()
-    theirs.sum().backward()
-    torch.testing.assert_close(ours.cpu(), theirs, rtol=2e-5, atol=2e-4)
-    torch.testing.assert_close(a.grad.cpu(), b.grad, rtol=0, atol=2e-4)
+    # float16 logits are widened exactly to float32 on both sides; the kernels then differ only
+    # in summation order (1e-6 relative on losses of ~100).
+    torch.testing.assert_close(ours.float().cpu(), theirs, rtol=2e-5, atol=2e-4)
+    torch.testing.assert_close(a.grad.float().cpu(), b.grad, rtol=0, atol=2e-4)
