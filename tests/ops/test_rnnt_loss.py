@@ -256,4 +256,7 @@ def test_torchaudio_parity(dtype, reduction, rng_seed):
     # float16 logits are widened exactly to float32 on both sides; the kernels then differ only
     # in summation order (1e-6 relative on losses of ~100).
     torch.testing.assert_close(ours.float().cpu(), theirs, rtol=2e-5, atol=2e-4)
-    torch.testing.assert_close(a.grad.float().cpu(), b.grad, rtol=0, atol=2e-4)
+    # Our gradient is stored in the logits' dtype: float16 rounds the softmax-sized (|g| < 1)
+    # values by up to half an ulp, 2.4e-4.
+    grad_atol = 2e-4 if dtype == torch.float32 else 5e-4
+    torch.testing.assert_close(a.grad.float().cpu(), b.grad, rtol=0, atol=grad_atol)
