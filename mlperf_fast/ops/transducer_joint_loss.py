@@ -17,6 +17,7 @@ Dropout after the activation needs no stored mask: an element survives iff its o
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import torch
@@ -28,6 +29,7 @@ from mlperf_fast.ops._library import choose_backend
 _loss = sys.modules["mlperf_fast.ops.rnnt_loss"]
 
 ACTIVATIONS = ("relu",)
+FP32_GEMMS = ("auto", "tf32x3", "tf32x3_triton", "cublas")
 # Bytes of logits per group: 288 MiB keeps the group's logits, activations and their gradient
 # under ~0.7 GiB while each GEMM still has tens of thousands of rows (at the MLPerf shape, 4
 # float32 or 8 bfloat16 utterances of 200 x 82 lattice nodes x 1024 classes per group).
@@ -69,9 +71,64 @@ def _loss_group(logits, targets, t_len, u_len, blank, clamp, scale, backend, nee
     return -ll
 
 
+# Sign, exponent and the 10 mantissa bits that TF32 keeps (0xFFFFE000 as int32).
+_TF32_HI_MASK = -8192
+
+
+def split_tf32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 ``x`` as ``hi + lo`` exactly, ``hi`` holding TF32's bits so that a TF32 GEMM reads
+    it unrounded; ``lo`` is below 2^-10 of ``|x|``, so TF32's rounding of it costs ~2^-21."""
+    hi = (x.view(torch.int32) & _TF32_HI_MASK).view(torch.float32)
+    return hi, x - hi
+
+
+@contextlib.contextmanager
+def _tf32_matmuls():
+    # set_float32_matmul_precision keeps torch's legacy and per-backend TF32 flags in step
+    # (setting only one of them makes cuBLAS calls refuse to run); both are restored after.
+    legacy, new = torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision
+    torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(legacy)
+        if torch.backends.cuda.matmul.fp32_precision != new:
+            torch.backends.cuda.matmul.fp32_precision = new
+
+
+Operand = "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"
+
+
+def _parts(x: Operand) -> tuple[torch.Tensor, torch.Tensor]:
+    return x if isinstance(x, tuple) else split_tf32(x)
+
+
+def _map(x: Operand, fn) -> Operand:
+    """``fn`` applied to a tensor or to both parts of a split one (views, transposes)."""
+    return (fn(x[0]), fn(x[1])) if isinstance(x, tuple) else fn(x)
+
+
+def mm_tf32x3(a: Operand, b: Operand, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b (+ bias)`` for float32 (M, K) and (K, N) to float32 accuracy on TF32 tensor cores:
+    lo*hi + hi*lo + hi*hi as three cuBLAS GEMMs accumulating into one output (the small terms
+    first); lo*lo, below 2^-20 relative, is dropped. An operand may come already split, as the
+    (hi, lo) pair of :func:`split_tf32`, when it is used more than once."""
+    a_hi, a_lo = _parts(a)
+    b_hi, b_lo = _parts(b)
+    with _tf32_matmuls() if a_hi.is_cuda else contextlib.nullcontext():
+        c = torch.addmm(bias, a_lo, b_hi) if bias is not None else a_lo @ b_hi
+        c.addmm_(a_hi, b_lo)
+        c.addmm_(a_hi, b_hi)
+    return c
+
+
 def _gemms(fp32_gemm: str):
-    """(z @ w_t + bias, a @ b, dl^T @ z) as cuBLAS (torch) calls or Triton 3xTF32 kernels."""
-    if fp32_gemm != "tf32x3":
+    """(z @ w_t + bias, a @ b, dl^T @ z) as cuBLAS calls: float32 (or TF32 where torch allows
+    it) with "cublas", three TF32 GEMMs of split operands with "tf32x3", or Triton's 3xTF32
+    kernels with "tf32x3_triton"."""
+    if fp32_gemm == "tf32x3":
+        return mm_tf32x3, mm_tf32x3, lambda dl, z: mm_tf32x3(_map(dl, torch.t), z)
+    if fp32_gemm != "tf32x3_triton":
         def mm_bias(x, w_t, bias):
             return torch.addmm(bias, x, w_t) if bias is not None else x @ w_t
         return mm_bias, torch.matmul, lambda dl, z: dl.t() @ z
@@ -104,8 +161,12 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
     t_list, u_list = f_lengths.tolist(), target_lengths.tolist()
     budget = max(1, group_bytes // (classes * f.element_size()))
     keep = 1.0 - dropout
-    w_t = weight.t()
     mm_bias, mm, mm_grad_w = _gemms(fp32_gemm)
+    # With "tf32x3" each operand used by two GEMMs is split once: the weight here, the joint
+    # activations and the logits' gradient per group (the latter in place, into its TF32 part).
+    presplit = fp32_gemm == "tf32x3"
+    w_op = split_tf32(weight) if presplit else weight
+    w_t = _map(w_op, torch.t)
     for b0, b1, tc, uc in _groups(t_list, u_list, budget):
         n = b1 - b0
         if backend == "triton":
@@ -119,7 +180,8 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
         if dropout > 0:
             z = F.dropout(z, dropout, training=True, inplace=True)
         z2 = z.view(-1, hid)
-        logits = mm_bias(z2, w_t, bias)
+        z_op = split_tf32(z2) if presplit else z2
+        logits = mm_bias(z_op, w_t, bias)
         logits = logits.view(n, tc, uc, classes)
         scale = torch.full((n,), weight_scale, dtype=acc, device=dev)
         costs[b0:b1] = _loss_group(logits, targets[b0:b1, : uc - 1], f_lengths[b0:b1],
@@ -128,26 +190,31 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
         if not need_grad:
             continue
         dl = logits.view(n, tc * uc, classes)
-        if need_w:
-            zb = z.view(n, tc * uc, hid)
-            if per_utt_w:
-                for i in range(n):
-                    dw[b0 + i] += mm_grad_w(dl[i], zb[i])
-            else:
-                dw[0] += mm_grad_w(dl.view(-1, classes), z2)
         if need_b:
             if per_utt_w:
                 db[b0:b1] += dl.sum(1, dtype=acc)
             else:
                 db[0] += dl.view(-1, classes).sum(0, dtype=acc)
+        if presplit:
+            hi = torch.empty_like(dl)
+            torch.bitwise_and(dl.view(torch.int32), _TF32_HI_MASK, out=hi.view(torch.int32))
+            dl = (hi, dl.sub_(hi))
+        dl2 = _map(dl, lambda x: x.view(-1, classes))
+        if need_w:
+            zb = _map(z_op, lambda x: x.view(n, tc * uc, hid))
+            if per_utt_w:
+                for i in range(n):
+                    dw[b0 + i] += mm_grad_w(_map(dl, lambda x: x[i]), _map(zb, lambda x: x[i]))
+            else:
+                dw[0] += mm_grad_w(dl2, z_op)
         if (need_f or need_g) and backend == "triton":
-            dz = mm(dl.view(-1, classes), weight)
+            dz = mm(dl2, w_op)
             kj.joint_backward(dz, z, df[b0:b1] if need_f else f.new_empty(n, tc, hid),
                               dg[b0:b1] if need_g else g.new_empty(n, uc, hid), tables, tc, uc,
                               1.0 / keep)
             del dz
         elif need_f or need_g:
-            dz = (dl.view(-1, classes) @ weight).view(n, tc, uc, hid)
+            dz = mm(dl2, w_op).view(n, tc, uc, hid)
             dz.masked_fill_(z <= 0, 0)
             if dropout > 0:
                 dz.mul_(1.0 / keep)
@@ -155,7 +222,7 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
                 df[b0:b1, :tc] = dz.sum(2, dtype=acc)
             if need_g:
                 dg[b0:b1, :uc] = dz.sum(1, dtype=acc)
-        del z, z2, logits, dl
+        del z, z2, z_op, logits, dl, dl2
     return costs, df, dg, dw, db
 
 
@@ -233,9 +300,11 @@ def transducer_joint_loss(
         dropout: probability of dropping a joint activation (pass 0 in evaluation). Masks come
             from torch's generator, one call of ``F.dropout`` per group of utterances.
         group_bytes: bytes of logits computed at once (peak memory is about 2.5x this).
-        fp32_gemm: how float32 inputs are multiplied: "tf32x3" (Triton, tensor cores, float32
-            accuracy; the default with the Triton backend), or "cublas" (torch's matmul, which
-            follows torch.backends.cuda.matmul.allow_tf32). Other dtypes always use cuBLAS.
+        fp32_gemm: how float32 inputs are multiplied: "tf32x3" (each operand split into a TF32
+            part and a remainder, three cuBLAS TF32 GEMMs: float32-level accuracy on tensor
+            cores; the default on CUDA), "tf32x3_triton" (the same in Triton kernels, with the
+            Triton backend), or "cublas" (torch's matmul, which follows torch's TF32 setting;
+            the default on CPU). Other dtypes always use cuBLAS.
         backend: "triton" (the loss kernels of kernels/rnnt_loss.py; GPU default) or "torch".
 
     Returns:
@@ -282,14 +351,14 @@ def transducer_joint_loss(
     chosen = choose_backend("transducer_joint_loss", f.device, backend)
     if chosen == "native":
         raise ValueError("backend 'native': transducer_joint_loss has Triton and torch kernels only")
-    if fp32_gemm not in ("auto", "tf32x3", "cublas"):
-        raise ValueError(f"fp32_gemm must be 'auto', 'tf32x3' or 'cublas', got {fp32_gemm!r}")
-    if fp32_gemm == "tf32x3" and chosen != "triton":
-        raise ValueError("fp32_gemm='tf32x3' needs the Triton backend")
-    if f.dtype != torch.float32 or fp32_gemm == "auto" and chosen != "triton":
+    if fp32_gemm not in FP32_GEMMS:
+        raise ValueError(f"fp32_gemm must be one of {FP32_GEMMS}, got {fp32_gemm!r}")
+    if fp32_gemm == "tf32x3_triton" and chosen != "triton":
+        raise ValueError("fp32_gemm='tf32x3_triton' needs the Triton backend")
+    if f.dtype != torch.float32:
         fp32_gemm = "cublas"
     elif fp32_gemm == "auto":
-        fp32_gemm = "tf32x3"
+        fp32_gemm = "tf32x3" if f.is_cuda else "cublas"
     return _JointLoss.apply(f.contiguous(), g.contiguous(), weight.contiguous(), bias, targets,
                             f_lengths, target_lengths, blank, float(clamp), reduction,
                             float(dropout), chosen, int(group_bytes), fp32_gemm)

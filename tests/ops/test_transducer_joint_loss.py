@@ -181,8 +181,9 @@ def test_bad_input(mutate, exc, match):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype,fp32_gemm", [(torch.float32, "tf32x3"), (torch.float32, "cublas"),
+                                             (torch.float32, "tf32x3_triton"),
                                              (torch.bfloat16, "auto")],
-                         ids=["fp32-tf32x3", "fp32-cublas", "bf16"])
+                         ids=["fp32-tf32x3", "fp32-cublas", "fp32-tf32x3-triton", "bf16"])
 def test_cuda_matches_unfused(dtype, fp32_gemm, rng_seed):
     # Against the materialized torch joint + this package's rnnt_loss on the same GPU, at a
     # shape with many groups.
@@ -225,3 +226,42 @@ def test_tf32x3_matmul(device, splits, rng_seed):
     got_t = matmul(a.to(device).t(), a.to(device), splits=splits).cpu().double()  # a^T a
     ref_t = a.double().t() @ a.double()
     assert ((got_t - ref_t).abs() <= 1e-6 * (a.double().abs().t() @ a.double().abs()) + 1e-6).all()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_mm_tf32x3(device, rng_seed):
+    # The cuBLAS 3xTF32 product: float32-level error against float64, strided operands, the
+    # bias, an empty K; TF32 settings are as they were afterwards.
+    from mlperf_fast.ops.transducer_joint_loss import mm_tf32x3, split_tf32
+
+    gen = torch.Generator().manual_seed(rng_seed)
+    a = torch.randn(300, 70, generator=gen) * torch.logspace(-3, 3, 70)
+    b = torch.randn(130, 70, generator=gen)
+    bias = torch.randn(130, generator=gen)
+    hi, lo = split_tf32(a)
+    assert torch.equal(hi + lo, a)
+    assert ((hi.view(torch.int32) & 0x1FFF) == 0).all()
+    assert (lo.abs() <= a.abs() * 2.0**-10).all()
+    before = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision)
+    got = mm_tf32x3(a.to(device), b.to(device).t(), bias.to(device)).cpu().double()
+    assert (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision) == before
+    ref = a.double() @ b.double().t() + bias.double()
+    assert ((got - ref).abs() <= 2e-6 * (a.double().abs() @ b.double().abs().t()) + 1e-6).all()
+    empty = mm_tf32x3(a[:, :0].to(device), b[:, :0].to(device).t())
+    assert empty.shape == (300, 130) and not empty.any()
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_fp32_gemm_tf32x3_parity(reduction, rng_seed):
+    # The op with fp32_gemm="tf32x3" on CPU (three float32 GEMMs of the split operands) keeps
+    # float32 parity with the float64 reference.
+    gen = torch.Generator().manual_seed(rng_seed)
+    params, targets, t_lens, u_lens = make(gen, 3, 6, 4, 8, 9)
+    weight = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    ref_loss, ref_grads = reference(params, targets, t_lens, u_lens, reduction, weight)
+    loss, grads = ours(params, targets, t_lens, u_lens, reduction, weight, "torch", "cpu",
+                       torch.float32, group_bytes=1, fp32_gemm="tf32x3")
+    rtol, atol = TOL[torch.float32]
+    torch.testing.assert_close(loss.double(), ref_loss, rtol=rtol, atol=atol)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=atol)
