@@ -72,7 +72,8 @@ def _pred_step(net: PredictionNet, x, h, c, backend):
 @torch.no_grad()
 def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: PredictionNet,
                        blank: int = -1, max_symbols_per_step: int = 30, *,
-                       backend: str = "auto", cuda_graph: bool = True) -> list[list[int]]:
+                       max_symbols_per_sample: int | None = None, backend: str = "auto",
+                       cuda_graph: bool = True) -> list[list[int]]:
     """Greedy transcripts of a batch.
 
     Args:
@@ -82,6 +83,9 @@ def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: Prediction
         net: the prediction network and joint (:class:`PredictionNet`).
         blank: blank class of the joint's output (negative counts from the end).
         max_symbols_per_step: most labels emitted at one frame (the reference's cap), >= 1.
+        max_symbols_per_sample: None, or an utterance stops at the first frame it begins with
+            more labels than this (the reference decoder's check, so up to
+            ``max_symbols_per_step`` more may come in the frame that crosses it), >= 0.
         backend: backend of the LSTM cell ("auto", "triton", "torch").
         cuda_graph: on a GPU, replay the inner step (joint, argmax, prediction-network step,
             state update: ~25 kernels) as one CUDA graph; one host sync per inner step remains,
@@ -108,6 +112,8 @@ def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: Prediction
     blank %= classes
     if max_symbols_per_step < 1:
         raise ValueError(f"max_symbols_per_step must be >= 1, got {max_symbols_per_step}")
+    if max_symbols_per_sample is not None and max_symbols_per_sample < 0:
+        raise ValueError(f"max_symbols_per_sample must be None or >= 0, got {max_symbols_per_sample}")
     lens = f_lengths.tolist()
     if any(not 0 <= n <= f.shape[1] for n in lens):
         raise ValueError(f"f_lengths must lie in [0, {f.shape[1]}], got {lens}")
@@ -133,6 +139,8 @@ def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: Prediction
     for t in range(max(lens, default=0)):
         st.ft.copy_(f[:, t])
         torch.gt(f_len, t, out=st.going)
+        if max_symbols_per_sample is not None:
+            st.going.logical_and_(st.counts <= max_symbols_per_sample)
         for _ in range(max_symbols_per_step):
             step()
             if not bool(st.going.any()):

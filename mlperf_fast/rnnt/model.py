@@ -3,11 +3,15 @@ keys, see reference.py) computed faster.
 
 - Time stacking is a reshape of the zero-padded sequence, not shifted copies.
 - The joint network and the transducer loss sit behind one call, ``joint_loss``, over the
-  lattice cut to the batch's longest utterance and transcript; the loss comes from
-  ``ops.rnnt_loss()`` (the fused kernel when mlperf_fast.ops has it).
+  lattice cut to the batch's longest utterance and transcript. On CUDA it is
+  ``mlperf_fast.ops.transducer_joint_loss``: the joint's activation, dropout, output layer and
+  loss computed group by group, so the (B, T, U+1, V) logits are never held whole; on the CPU,
+  the joint's logits and ``ops.rnnt_loss()`` (the fused loss kernel when mlperf_fast.ops has it).
 - On CUDA, the LSTMs and the joint run under bf16 autocast; the loss is computed in float32.
 - Greedy decoding runs the whole batch at once (``GreedyDecoder``), with the reference's
-  symbol limits, and gives the reference's transcripts.
+  symbol limits, and gives the reference's transcripts; on CUDA through
+  ``mlperf_fast.ops.rnnt_greedy_decode`` (the inner step, with the fused LSTM cell, replayed as
+  one CUDA graph).
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import torch
 from torch import nn
 
 from mlperf_fast.rnnt import ops
+from mlperf_fast.rnnt.ops import fused_ops_available
 from mlperf_fast.rnnt.config import ModelConfig
 from mlperf_fast.rnnt.reference import LSTM
 
@@ -100,6 +105,18 @@ class RNNT(nn.Module):
                    y: torch.Tensor, y_lens: torch.Tensor) -> torch.Tensor:
         """Mean transducer loss over the batch, from encoder and prediction outputs."""
         t, u = int(f_lens.max()), int(y_lens.max())
+        if f.is_cuda and fused_ops_available():
+            from mlperf_fast.ops import transducer_joint_loss
+
+            with self._autocast(f.device):
+                fe = self.joint_enc(f[:, :t])
+                ge = self.joint_pred(g[:, :u + 1])
+            out = self.joint_net[2]
+            dt = fe.dtype
+            return transducer_joint_loss(
+                fe, ge.to(dt), out.weight.to(dt), None if out.bias is None else out.bias.to(dt),
+                y[:, :u], f_lens, y_lens, blank=self.blank, reduction="mean",
+                dropout=self.joint_net[1].p if self.training else 0.0)
         with self._autocast(f.device):
             logits = self.joint(f[:, :t], g[:, :u + 1])
         return self._loss(logits.float(), y[:, :u].int(), f_lens.int(), y_lens.int(),
@@ -143,6 +160,17 @@ class GreedyDecoder:
     def _decode(self, model: RNNT, x: torch.Tensor, x_lens: torch.Tensor) -> list[list[int]]:
         f, f_lens = model.encode(x, x_lens)
         fe = model.joint_enc(f)  # (B, T, J)
+        if fe.is_cuda and fused_ops_available():
+            from mlperf_fast.ops import rnnt_greedy_decode
+            from mlperf_fast.ops.rnnt_greedy import PredictionNet
+
+            net = PredictionNet.from_modules(model.prediction["embed"],
+                                             model.prediction["dec_rnn"].lstm, model.joint_pred,
+                                             model.joint_net[2])
+            # in float32, with the model's own weights: argmaxes as the reference takes them
+            with torch.autocast("cuda", enabled=False):
+                return rnnt_greedy_decode(fe.float(), f_lens, net, self.blank, self.max_symbols,
+                                          max_symbols_per_sample=self.max_per_sample)
         b, dev = fe.shape[0], fe.device
         rows = torch.arange(b, device=dev)
         # start: the zero vector through a zero state (the reference's start of sequence)

@@ -178,9 +178,15 @@ def lamb_class() -> type[torch.optim.Optimizer]:
     return _optional("mlperf_fast.optim", "FusedLAMB") or Lamb
 
 
+def fused_ops_available() -> bool:
+    """Whether mlperf_fast.ops has the fused joint + loss and the batched greedy decoder."""
+    return (_optional("mlperf_fast.ops", "transducer_joint_loss") is not None
+            and _optional("mlperf_fast.ops", "rnnt_greedy_decode") is not None)
+
+
 def lamb_name() -> str:
     cls = lamb_class()
     return f"{cls.__module__}.{cls.__name__}"
 
 
-__all__ = ["Lamb", "lamb_class", "lamb_name", "rnnt_loss", "rnnt_loss_torch"]
+__all__ = ["Lamb", "fused_ops_available", "lamb_class", "lamb_name", "rnnt_loss", "rnnt_loss_torch"]

@@ -33,7 +33,7 @@ def make_model(seed, classes=12, emb=8, hid=16, joint=10, layers=2, blank_bias=2
 
 
 @torch.no_grad()
-def reference_decode(m, f, f_lengths, max_symbols):
+def reference_decode(m, f, f_lengths, max_symbols, max_per_sample=None):
     """The reference loop: one utterance, one frame, one symbol at a time."""
     blank = m["out"].out_features - 1
     results = []
@@ -50,6 +50,8 @@ def reference_decode(m, f, f_lengths, max_symbols):
 
         g, hidden_g = pred(None, None)
         for t in range(int(f_lengths[b])):
+            if max_per_sample is not None and len(out) > max_per_sample:
+                break
             emitted = 0
             while emitted < max_symbols:
                 k = int(m["out"](F.relu(f[b, t] + g)).argmax())
@@ -81,6 +83,24 @@ def test_matches_reference(greedy_backend, max_symbols, rng_seed):
     assert any(len(x) for x in want)  # the case decodes something
 
 
+@pytest.mark.parametrize("per_sample", [0, 2, 7])
+def test_max_symbols_per_sample(greedy_backend, per_sample, rng_seed):
+    # The reference's per-utterance cap, checked at the start of each frame.
+    backend, device, dtype = greedy_backend
+    gen = torch.Generator().manual_seed(rng_seed)
+    f = torch.randn(4, 9, 10, generator=gen).to(dtype) * 2
+    f_lengths = torch.tensor([9, 3, 0, 9])
+    m = make_model(rng_seed % 1000, blank_bias=-4.0, dtype=dtype)  # emits often
+    want = reference_decode(m, f, f_lengths, 3, per_sample)
+    net = PredictionNet.from_modules(m["embed"].to(device), m["lstm"].to(device),
+                                     m["pred"].to(device), m["out"].to(device))
+    got = rnnt_greedy_decode(f.to(device), f_lengths.to(device), net, max_symbols_per_step=3,
+                             max_symbols_per_sample=per_sample, backend=backend)
+    assert got == want
+    uncapped = reference_decode(m, f, f_lengths, 3)
+    assert any(len(u) > len(w) for u, w in zip(uncapped, want))  # the cap mattered
+
+
 @pytest.fixture(params=BACKENDS)
 def greedy_backend(request):
     return request.param
@@ -102,6 +122,8 @@ def test_bad_input():
         rnnt_greedy_decode(f, torch.tensor([1, 1]), net, blank=12)
     with pytest.raises(ValueError, match="max_symbols_per_step"):
         rnnt_greedy_decode(f, torch.tensor([1, 1]), net, max_symbols_per_step=0)
+    with pytest.raises(ValueError, match="max_symbols_per_sample"):
+        rnnt_greedy_decode(f, torch.tensor([1, 1]), net, max_symbols_per_sample=-1)
 
 
 @pytest.mark.cuda

@@ -93,6 +93,47 @@ def test_greedy_transcripts_match_reference(limits, rng_seed):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("limits", [(30, None), (2, 5)])
+def test_cuda_greedy_transcripts_match_reference(limits, rng_seed):
+    # On CUDA the decoder is mlperf_fast.ops.rnnt_greedy_decode (CUDA graph, fused LSTM cell),
+    # in float32: the reference's transcripts, limits included.
+    ref, ours = _models(rng_seed)
+    with torch.no_grad():
+        ours.joint_net[2].bias[-1] -= 1.5
+        ref.joint_net[2].bias[-1] -= 1.5
+    ours.amp = False
+    x, x_lens, _, _ = _batch(rng_seed + 1, b=5, t=17)
+    per_step, per_sample = limits
+    want = reference.GreedyDecoder(N_CLASSES - 1, per_step, per_sample).decode(ref, x, x_lens)
+    got = GreedyDecoder(N_CLASSES - 1, per_step, per_sample).decode(ours.cuda(), x.cuda(),
+                                                                    x_lens.cuda())
+    assert got == want
+    assert any(len(w) > 0 for w in want)
+
+
+@pytest.mark.cuda
+def test_cuda_loss_is_the_fused_joint_loss(rng_seed):
+    # On CUDA joint_loss runs mlperf_fast.ops.transducer_joint_loss: in float32 (amp off) it
+    # gives the reference's loss and gradients.
+    ref, ours = _models(rng_seed)
+    ours = ours.cuda()
+    ours.amp = False
+    x, x_lens, y, y_lens = _batch(rng_seed, b=6, t=30, u=7)
+    logits, f_lens = ref(x, x_lens, y, y_lens)
+    ref_loss = rnnt_loss_torch(logits[:, :int(f_lens.max())].float(), y, f_lens.int(), y_lens,
+                               blank=N_CLASSES - 1)
+    ref_loss.backward()
+    with torch.backends.cudnn.flags(enabled=False):  # eval mode: cuDNN has no LSTM backward
+        our_loss = ours.loss(x.cuda(), x_lens.cuda(), y.cuda(), y_lens.cuda())
+        our_loss.backward()
+    torch.testing.assert_close(our_loss.cpu(), ref_loss, rtol=1e-5, atol=1e-5)
+    ref_params = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad.cpu(), ref_params[name].grad, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.cuda
 def test_bf16_autocast_on_cuda_is_close_to_float32_reference(rng_seed):
     ref, ours = _models(rng_seed)
     ours = ours.cuda()
