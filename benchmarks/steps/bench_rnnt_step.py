@@ -1,11 +1,15 @@
-"""One RNN-T training step (forward, loss, backward, LAMB) at the closed configuration's sizes:
-the MLCommons reference model in float32 (its training default, AMP off) against mlperf_fast's
-model (bf16 autocast, the package's transducer loss and LAMB).
+"""One RNN-T training step (forward, loss, backward, LAMB) at the closed configuration's sizes
+and per-GPU batch: 128 utterances per optimizer step (global batch 1024 over 8 GPUs). The
+MLCommons reference model in float32 (its training default, AMP off) takes them as the reference
+does, 8 accumulated micro-batches of 16 (GRAD_ACCUMULATION_STEPS 8); mlperf_fast's model (bf16
+autocast, the fused joint + loss, FusedLAMB) as one batch of 128, which gives the same gradient
+(the loss is a mean over utterances and nothing in the model couples them), and, for a like for
+like reading, as 8 micro-batches of 16 too. Rows report the time of one optimizer step; the
+shape column gives utterances per second.
 
-Shapes: the reference's per-GPU forward batch of 16 utterances (1024 over 8 GPUs and 8
-accumulation steps), 12.3 s each (LibriSpeech's mean training utterance) = 410 frames after
-stacking by 3, 60 sentencepiece targets. Floor: the step's matrix FLOPs (LSTM gates, joint
-network; forward + 2x for backward) at the measured bf16 matrix rate.
+Utterances: 12.3 s each (LibriSpeech's mean training utterance) = 410 frames after stacking by
+3, 60 sentencepiece targets. Floor: the step's matrix FLOPs (LSTM gates, joint network; forward +
+2x for backward) at the measured bf16 matrix rate.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from mlperf_fast.rnnt import ops, reference
 from mlperf_fast.rnnt.config import CLOSED
 from mlperf_fast.rnnt.model import RNNT
 
-B, T, U = 16, 410, 60
+B, T, U = 128, 410, 60
+MICRO = 16  # the reference's forward batch
 V = CLOSED.data.vocab_size + 1
 
 
@@ -52,10 +57,16 @@ def _reference_loss():
         return ops.rnnt_loss_torch, "plain PyTorch rnnt_loss"
 
 
+def _micro_batches(inputs, micro: int):
+    x, x_lens, y, y_lens = inputs
+    return [(x[:, i:i + micro], x_lens[i:i + micro], y[i:i + micro], y_lens[i:i + micro])
+            for i in range(0, B, micro)]
+
+
 @pytest.mark.cuda
 def test_rnnt_training_step(measure):
     torch.manual_seed(0)
-    x, x_lens, y, y_lens = _inputs()
+    inputs = _inputs()
     ref = reference.RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
     ours = RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
     ours.load_state_dict(ref.state_dict())
@@ -65,23 +76,35 @@ def test_rnnt_training_step(measure):
     ref_opt = ops.Lamb(ref.parameters(), **kw)
     our_opt = ops.lamb_class()(ours.parameters(), **kw)
     loss_fn, loss_name = _reference_loss()
+    ref_micro = _micro_batches(inputs, MICRO)
 
     def ref_step():
         ref_opt.zero_grad(set_to_none=True)
-        logits, f_lens = ref(x, x_lens, y, y_lens)
-        loss = loss_fn(logits.float(), y, f_lens.int(), y_lens, blank=V - 1, reduction="mean")
-        loss.backward()
+        for x, x_lens, y, y_lens in ref_micro:
+            logits, f_lens = ref(x, x_lens, y, y_lens)
+            loss = loss_fn(logits.float(), y, f_lens.int(), y_lens, blank=V - 1,
+                           reduction="mean")
+            (loss / len(ref_micro)).backward()
         ref_opt.step()
 
-    def our_step():
-        our_opt.zero_grad(set_to_none=True)
-        ours.loss(x, x_lens, y, y_lens).backward()
-        our_opt.step()
+    def our_step(micro: int):
+        batches = _micro_batches(inputs, micro)
 
-    group = "RNN-T training step, closed sizes"
-    shape = f"B={B} T={T} U={U} V={V}"
+        def step():
+            our_opt.zero_grad(set_to_none=True)
+            for x, x_lens, y, y_lens in batches:
+                (ours.loss(x, x_lens, y, y_lens) / len(batches)).backward()
+            our_opt.step()
+        return step
+
+    group = "RNN-T training step, closed sizes, 128 utterances per GPU"
     flops = _step_flops()
-    measure(group, f"reference fp32 + {loss_name}", ref_step, role="baseline", shape=shape,
-            flops=flops, warmup=2, repeat=10)
-    measure(group, f"mlperf_fast bf16 + {ops.lamb_name()}", our_step, shape=shape, flops=flops,
-            warmup=2, repeat=10)
+
+    def shape(split: str) -> str:
+        return f"B={B} ({split}) T={T} U={U} V={V}"
+    measure(group, f"reference fp32 + {loss_name}, 8 x 16 accumulated", ref_step,
+            role="baseline", shape=shape("8 x 16"), flops=flops, warmup=1, repeat=5)
+    measure(group, f"mlperf_fast bf16 + {ops.lamb_name()}, 8 x 16 accumulated", our_step(MICRO),
+            shape=shape("8 x 16"), flops=flops, warmup=1, repeat=5)
+    measure(group, f"mlperf_fast bf16 + {ops.lamb_name()}, one batch of 128", our_step(B),
+            shape=shape("1 x 128"), flops=flops, warmup=1, repeat=5)

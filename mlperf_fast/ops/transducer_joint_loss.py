@@ -109,17 +109,39 @@ def _map(x: Operand, fn) -> Operand:
 
 
 def mm_tf32x3(a: Operand, b: Operand, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ b (+ bias)`` for float32 (M, K) and (K, N) to float32 accuracy on TF32 tensor cores:
-    lo*hi + hi*lo + hi*hi as three cuBLAS GEMMs accumulating into one output (the small terms
-    first); lo*lo, below 2^-20 relative, is dropped. An operand may come already split, as the
-    (hi, lo) pair of :func:`split_tf32`, when it is used more than once."""
+    """``a @ b (+ bias)`` for float32 (M, K) and (K, N), or batches (S, M, K) and (S, K, N), to
+    float32 accuracy on TF32 tensor cores: lo*hi + hi*lo + hi*hi as three cuBLAS GEMMs
+    accumulating into one output (the small terms first); lo*lo, below 2^-20 relative, is
+    dropped. An operand may come already split, as the (hi, lo) pair of :func:`split_tf32`,
+    when it is used more than once."""
     a_hi, a_lo = _parts(a)
     b_hi, b_lo = _parts(b)
     with _tf32_matmuls() if a_hi.is_cuda else contextlib.nullcontext():
+        if a_hi.dim() == 3:
+            c = torch.bmm(a_lo, b_hi)
+            c.baddbmm_(a_hi, b_lo)
+            c.baddbmm_(a_hi, b_hi)
+            return c
         c = torch.addmm(bias, a_lo, b_hi) if bias is not None else a_lo @ b_hi
         c.addmm_(a_hi, b_lo)
         c.addmm_(a_hi, b_hi)
     return c
+
+
+def _grad_w(dl: Operand, z: Operand, mm) -> torch.Tensor:
+    """``dl^T @ z`` for (M, V) and (M, H): the weight gradient, whose K is the lattice's rows
+    while its output is only V x H (a few dozen GEMM tiles). K is cut into batches of a bmm
+    so that the GPU fills, and their (V, H) partials summed."""
+    rows = (dl[0] if isinstance(dl, tuple) else dl).shape[0]
+    splits = min(16, rows // 4096)
+    if splits < 2:
+        return mm(_map(dl, torch.t), z)
+    main = rows // splits * splits
+    out = mm(_map(dl, lambda x: x[:main].view(splits, main // splits, -1).transpose(1, 2)),
+             _map(z, lambda x: x[:main].view(splits, main // splits, -1))).sum(0)
+    if main < rows:
+        out += mm(_map(dl, lambda x: x[main:].t()), _map(z, lambda x: x[main:]))
+    return out
 
 
 def _gemms(fp32_gemm: str):
@@ -127,11 +149,11 @@ def _gemms(fp32_gemm: str):
     it) with "cublas", three TF32 GEMMs of split operands with "tf32x3", or Triton's 3xTF32
     kernels with "tf32x3_triton"."""
     if fp32_gemm == "tf32x3":
-        return mm_tf32x3, mm_tf32x3, lambda dl, z: mm_tf32x3(_map(dl, torch.t), z)
+        return mm_tf32x3, mm_tf32x3, lambda dl, z: _grad_w(dl, z, mm_tf32x3)
     if fp32_gemm != "tf32x3_triton":
         def mm_bias(x, w_t, bias):
             return torch.addmm(bias, x, w_t) if bias is not None else x @ w_t
-        return mm_bias, torch.matmul, lambda dl, z: dl.t() @ z
+        return mm_bias, torch.matmul, lambda dl, z: _grad_w(dl, z, torch.matmul)
     from mlperf_fast.kernels.transducer_joint_loss import matmul
 
     def grad_w(dl, z):

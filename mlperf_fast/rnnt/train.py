@@ -204,7 +204,7 @@ class RNNTWorkload(Workload):
         self.steps_per_epoch = len(self.sampler)
         n_classes = self.tokenizer.num_labels + 1
         self.model = RNNT(n_classes, cfg.features.in_feats, cfg.model).to(dev)
-        self.ddp = ctx.wrap_model(self.model)
+        self.ddp = ctx.wrap_model(TrainingLoss(self.model))
         self.ema = copy.deepcopy(self.model) if cfg.optim.ema > 0 else None
         o = cfg.optim
         groups = [{"params": list(m.parameters()), "lr": o.lr} for m in (
@@ -286,13 +286,8 @@ class RNNTWorkload(Workload):
         return total
 
     def _loss(self, x, x_lens, y, y_lens) -> torch.Tensor:
-        if self.ctx.distributed:  # DDP hooks need the wrapped module's forward
-            logits, f_lens = self.ddp(x, x_lens, y, y_lens)
-            u = int(y_lens.max())
-            return self.model._loss(logits[:, :int(f_lens.max()), :u + 1].float(),
-                                    y[:, :u].int(), f_lens.int(), y_lens.int(),
-                                    blank=self.model.blank, reduction="mean")
-        return self.model.loss(x, x_lens, y, y_lens)
+        # through the wrapper, so that DDP's hooks see the forward (a plain call without DDP)
+        return self.ddp(x, x_lens, y, y_lens)
 
     @torch.no_grad()
     def transcribe(self, model: RNNT, indices: list[int]) -> list[str]:
@@ -336,6 +331,20 @@ class RNNTWorkload(Workload):
         if "pipe_gen" in state and isinstance(self.train_pipe, TorchPipeline):
             self.train_pipe.generator.set_state(state["pipe_gen"])
             self.train_pipe.np_rng.bit_generator.state = state["pipe_np"]
+
+
+class TrainingLoss(torch.nn.Module):
+    """The model's training loss as a module's forward, for DistributedDataParallel to wrap: its
+    gradient hooks follow a forward call, and the loss (fused joint + loss on CUDA) is what the
+    step needs, not the reference's logits."""
+
+    def __init__(self, model: RNNT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, x_lens: torch.Tensor, y: torch.Tensor,
+                y_lens: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(x, x_lens, y, y_lens)
 
 
 def _prefetch(pool, fn, items, depth: int):
