@@ -13,11 +13,12 @@
    found (original indices, and for the padded form their boxes, scores and labels); the walk
    stops at max_out kept boxes.
 
-The IoU is the expression of the C++/CUDA kernels, without FMA contraction and with correctly
-rounded division, so the decisions are theirs bit for bit: on CUDA tensors torchvision's CUDA
-form (float16/bfloat16 overlaps rounded to the boxes' dtype, the threshold rounded to float), on
-CPU tensors (Triton's interpreter) torchvision's CPU form (corners converted first, the IoU
-compared with the threshold as a double).
+The IoU is the expression of the C++/CUDA kernels as their compilers build it, every rounding in
+the same place (no contraction but the one fma that nvcc makes, correctly rounded division), so
+the decisions are theirs bit for bit: on CUDA tensors torchvision's CUDA form (float16/bfloat16
+overlaps rounded to the boxes' dtype, one box's area fused into the sum of areas, the threshold
+rounded to float), on CPU tensors (Triton's interpreter) torchvision's CPU form (corners
+converted first, areas rounded, the IoU compared with the threshold as a double).
 """
 from __future__ import annotations
 
@@ -66,8 +67,8 @@ def _rounded(x, T: tl.constexpr):
 
 @triton.jit
 def _gather_boxes(boxes, sn, sc, idx, live, ACC: tl.constexpr, LOW: tl.constexpr):
-    """Corners of boxes[idx] and their areas. LOW (float16/bfloat16 on CUDA): corners stay in the
-    boxes' dtype and the area's height is rounded to it, as torchvision's CUDA kernel computes."""
+    """Corners of boxes[idx], width and height. LOW (float16/bfloat16 on CUDA): corners stay in
+    the boxes' dtype and the height is rounded to it, as torchvision's CUDA kernel computes."""
     p = boxes + idx * sn
     x1 = tl.load(p, mask=live, other=0.0)
     y1 = tl.load(p + sc, mask=live, other=0.0)
@@ -75,11 +76,13 @@ def _gather_boxes(boxes, sn, sc, idx, live, ACC: tl.constexpr, LOW: tl.constexpr
     x2 = tl.load(p + 2 * sc, mask=live, other=1.0)
     y2 = tl.load(p + 3 * sc, mask=live, other=1.0)
     if LOW:
-        area = (x2.to(ACC) - x1.to(ACC)) * _rounded(y2.to(ACC) - y1.to(ACC), x1.dtype)
+        dx = x2.to(ACC) - x1.to(ACC)
+        dy = _rounded(y2.to(ACC) - y1.to(ACC), x1.dtype)
     else:
         x1, y1, x2, y2 = x1.to(ACC), y1.to(ACC), x2.to(ACC), y2.to(ACC)
-        area = (x2 - x1) * (y2 - y1)
-    return x1, y1, x2, y2, area
+        dx = x2 - x1
+        dy = y2 - y1
+    return x1, y1, x2, y2, dx, dy
 
 
 @triton.jit
@@ -94,7 +97,7 @@ def _side(lo_a, lo_b, hi_a, hi_b, ACC: tl.constexpr, LOW: tl.constexpr):
 @triton.jit
 def _mask_kernel(boxes, sb, sn, sc, order, so, labels, slb, sl, n_valid, mask, m, words,
                  threshold: tl.float64, HAS_LABELS: tl.constexpr, HAS_VALID: tl.constexpr,
-                 ACC: tl.constexpr, LOW: tl.constexpr, IS64: tl.constexpr,
+                 ACC: tl.constexpr, CUDA: tl.constexpr, LOW: tl.constexpr, IS64: tl.constexpr,
                  BLOCK: tl.constexpr):
     col_block = tl.program_id(0)
     row_block = tl.program_id(1)
@@ -112,12 +115,23 @@ def _mask_kernel(boxes, sb, sn, sc, order, so, labels, slb, sl, n_valid, mask, m
         ri = tl.load(order + b * so + rows, mask=rlive, other=0)
         ci = tl.load(order + b * so + cols, mask=clive, other=0)
         image = boxes + b * sb
-        ax1, ay1, ax2, ay2, area_a = _gather_boxes(image, sn, sc, ri, rlive, ACC, LOW)
-        bx1, by1, bx2, by2, area_b = _gather_boxes(image, sn, sc, ci, clive, ACC, LOW)
+        ax1, ay1, ax2, ay2, adx, ady = _gather_boxes(image, sn, sc, ri, rlive, ACC, LOW)
+        bx1, by1, bx2, by2, bdx, bdy = _gather_boxes(image, sn, sc, ci, clive, ACC, LOW)
         w = _side(ax1[:, None], bx1[None, :], ax2[:, None], bx2[None, :], ACC, LOW)
         h = _side(ay1[:, None], by1[None, :], ay2[:, None], by2[None, :], ACC, LOW)
         inter = w * h
-        union = (area_a[:, None] + area_b[None, :]) - inter
+        if CUDA:
+            # nvcc (default --fmad=true) builds csrc/nms's area_a + area_b, torchvision's
+            # expression, with one product fused into the sum (see its SASS): in float32 and
+            # float64 the later box's, the earlier box's area being hoisted out of the column
+            # loop and rounded; in float16/bfloat16 the earlier box's. (The interpreter's fma
+            # rounds the product: only the GPU gets this bit right.)
+            if LOW:
+                union = tl.fma(adx[:, None], ady[:, None], (bdx * bdy)[None, :]) - inter
+            else:
+                union = tl.fma(bdx[None, :], bdy[None, :], (adx * ady)[:, None]) - inter
+        else:
+            union = ((adx * ady)[:, None] + (bdx * bdy)[None, :]) - inter
         if IS64:
             iou = inter / union
         else:
@@ -248,7 +262,7 @@ def suppression_mask(boxes: torch.Tensor, order: torch.Tensor, labels: torch.Ten
         lab, lab.stride(0), lab.stride(1), n_valid if n_valid is not None else order, mask, m,
         words, threshold_for(iou_threshold, dtype, cuda_rules),
         HAS_LABELS=labels is not None, HAS_VALID=n_valid is not None,
-        ACC=tl.float64 if dtype == torch.float64 else tl.float32,
+        ACC=tl.float64 if dtype == torch.float64 else tl.float32, CUDA=cuda_rules,
         LOW=cuda_rules and dtype in (torch.float16, torch.bfloat16),
         IS64=dtype == torch.float64, BLOCK=BLOCK, num_warps=4, enable_fp_fusion=False)
     return mask

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -156,6 +157,80 @@ def test_nms_non_contiguous(nms_backend, rng_seed):
     assert not boxes.is_contiguous() and not scores.is_contiguous()
     got = nms(boxes, scores, 0.5, backend=nms_backend.name)
     assert torch.equal(got.cpu(), nms_torch(boxes.contiguous(), scores.contiguous(), 0.5).cpu())
+
+
+def fma_pairs(count: int = 48, seed: int = 0):
+    """(P, 2, 4) float32 box pairs, the first box the earlier one, whose IoU lies on either side of
+    0.5 depending on one rounding: nvcc builds the CUDA kernels' float32 area_a + area_b as
+    fma(width_b, height_b, area_a), the CPU kernels round area_b first. Returns the pairs and, per
+    pair, (suppressed under the CPU form, suppressed under the CUDA form), which differ."""
+    from fractions import Fraction
+
+    f32 = np.float32
+
+    def round_f32(q: Fraction) -> np.float32:  # correctly rounded, ties to even
+        f = f32(float(q))
+        near = (np.nextafter(f, f32(-np.inf)), f, np.nextafter(f, f32(np.inf)))
+        return min(near, key=lambda c: (abs(Fraction(float(c)) - q),
+                                        int(np.array(c).view(np.int32)) & 1))
+
+    rng = np.random.default_rng(seed)
+    n = 100_000
+    ax1, ay1 = rng.uniform(0, 100, n).astype(f32), rng.uniform(0, 100, n).astype(f32)
+    ax2 = ax1 + rng.uniform(5, 50, n).astype(f32)
+    ay2 = ay1 + rng.uniform(5, 50, n).astype(f32)
+    shift = (ax2 - ax1) / f32(3)  # IoU near 1/2, then a few ulps of noise
+
+    def jitter():
+        return (1 + rng.integers(-8, 9, n) * 2.0**-22).astype(f32)
+
+    bx1, by1 = (ax1 + shift) * jitter(), ay1 * jitter()
+    bx2, by2 = (ax2 + shift) * jitter(), ay2 * jitter()
+    inter = (np.maximum(np.minimum(ax2, bx2) - np.maximum(ax1, bx1), f32(0)) *
+             np.maximum(np.minimum(ay2, by2) - np.maximum(ay1, by1), f32(0)))
+    area_a = (ax2 - ax1) * (ay2 - ay1)
+    dx, dy = bx2 - bx1, by2 - by1
+    cpu = inter / ((area_a + dx * dy) - inter) > f32(0.5)
+    # Through float64 the fused sum can round twice: a first sieve, checked exactly below.
+    sieve = inter / ((dx.astype(np.float64) * dy + area_a).astype(f32) - inter) > f32(0.5)
+    pairs, want = [], []
+    for i in np.nonzero(sieve != cpu)[0]:
+        fused = round_f32(Fraction(float(dx[i])) * Fraction(float(dy[i])) +
+                          Fraction(float(area_a[i])))
+        cuda = inter[i] / (fused - inter[i]) > f32(0.5)
+        if cuda != cpu[i] and len(pairs) < count:
+            pairs.append([[ax1[i], ay1[i], ax2[i], ay2[i]], [bx1[i], by1[i], bx2[i], by2[i]]])
+            want.append((bool(cpu[i]), bool(cuda)))
+    return torch.tensor(np.array(pairs)), want
+
+
+def test_iou_rounding_at_the_threshold(nms_backend):
+    # Each backend decides as its device's kernels do (torchvision's on that device) where one
+    # rounding of the IoU decides.
+    d = nms_backend.device
+    if d.type == "cuda" and nms_backend.name == "torch":
+        pytest.skip("the PyTorch reference rounds the earlier box's area on CUDA too")
+    boxes, want = fma_pairs()
+    suppressed = torch.tensor([w[1] if d.type == "cuda" else w[0] for w in want])
+    assert 0 < int(suppressed.sum()) < len(want)  # both ways among the pairs
+    p = boxes.shape[0]
+    boxes = boxes.to(d)
+    scores = torch.tensor([[0.9, 0.1]]).expand(p, 2).contiguous().to(d)
+    det = nms_padded(boxes, scores, None, 0.5, backend=nms_backend.name)
+    assert torch.equal(det.counts.cpu(), 2 - suppressed.long())
+    # The same through batched_nms: one class per pair, the second box of a pair at an odd index.
+    pair_of = torch.arange(p).repeat_interleave(2).to(d)
+    flat = batched_nms(boxes.reshape(-1, 4), scores.reshape(-1), pair_of, 0.5,
+                       backend=nms_backend.name)
+    assert int(flat.cpu().remainder(2).sum()) == int((~suppressed).sum())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_fma_pairs_match_torchvision(tv, device):
+    boxes, want = fma_pairs()
+    scores = torch.tensor([0.9, 0.1], device=device)
+    got = [tv.ops.nms(b.to(device), scores, 0.5).numel() == 1 for b in boxes]
+    assert got == [w[1] if device == "cuda" else w[0] for w in want]
 
 
 # ---------------------------------------------------------------------------------------------
