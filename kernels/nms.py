@@ -274,9 +274,9 @@ def _launch(boxes: torch.Tensor, order: torch.Tensor, labels: torch.Tensor | Non
     batch, m = order.shape
     dev = boxes.device
     index = torch.empty(batch, max_out, dtype=torch.int64, device=dev)
-    counts = torch.zeros(batch, dtype=torch.int64, device=dev)
     if batch == 0 or m == 0 or max_out == 0:
-        return index, counts
+        return index, torch.zeros(batch, dtype=torch.int64, device=dev)
+    counts = torch.empty(batch, dtype=torch.int64, device=dev)  # the walk writes every image's
     mask = suppression_mask(boxes, order, labels, n_valid, iou_threshold, cuda_rules)
     words = mask.shape[2]
     removed = torch.empty(batch, words, dtype=torch.int64, device=dev)
@@ -318,7 +318,7 @@ def nms_keep(boxes: torch.Tensor, order: torch.Tensor, labels: torch.Tensor | No
 
 def nms_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor | None,
                order: torch.Tensor, n_valid: torch.Tensor, iou_threshold: float, k: int, *,
-               cuda_rules: bool | None = None):
+               cuda_rules: bool | None = None) -> tuple[torch.Tensor, ...]:
     """The padded form: NMS over the first min(n_valid[b], M) boxes of order[b], K slots each.
 
     Args:
@@ -326,7 +326,7 @@ def nms_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor |
         order: (B, M) int64 box indices by descending score, M <= N (unit stride in M).
         n_valid: (B,) int64, the candidates of each image (a prefix of its order).
         iou_threshold: suppress when IoU > this.
-        k: slots per image.
+        k: slots per image, at most M.
 
     Returns:
         (boxes (B, K, 4), scores (B, K), labels (B, K) int64, indices (B, K) int64, counts (B,)
@@ -337,11 +337,7 @@ def nms_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor |
     out_boxes = torch.empty(batch, k, 4, dtype=boxes.dtype, device=dev)
     out_scores = torch.empty(batch, k, dtype=scores.dtype, device=dev)
     out_labels = torch.empty(batch, k, dtype=torch.int64, device=dev)
+    # Every slot is written by the walk or its padding (M = 0 means K = 0: nothing to write).
     index, counts = _launch(boxes, order, labels, n_valid, iou_threshold, k, cuda_rules,
                             (scores, out_boxes, out_scores, out_labels))
-    if order.shape[1] == 0 or batch == 0 or k == 0:
-        out_boxes.zero_()
-        out_scores.zero_()
-        out_labels.fill_(-1)
-        index.fill_(-1)
     return out_boxes, out_scores, out_labels, index, counts
