@@ -489,6 +489,17 @@ def test_triton_needs_a_gpu_or_the_interpreter(monkeypatch):
         nms_padded(b[None], s[None], backend="triton")
 
 
+def test_auto_keeps_native_where_it_is_built(monkeypatch):
+    from mlperf_fast.ops._library import choose_backend, has_native
+
+    monkeypatch.delenv("MLPERF_FAST_BACKEND", raising=False)
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for d in devices:
+        for op in ("nms", "batched_nms", "nms_padded"):
+            if has_native(op, d):
+                assert choose_backend(op, d) == "native", (op, d)
+
+
 def test_native_op_checks_arguments_too():
     if not torch.ops.mlperf_fast.nms.default.has_kernel_for_dispatch_key("CPU"):
         pytest.skip("extension not built")
