@@ -7,7 +7,8 @@ first, where torch's sort puts it) and the IoU is torchvision's expression on th
 in double on the CPU, as a float on CUDA). ``batched_nms`` only lets boxes of equal ``idxs``
 suppress each other, with the exact IoU of the boxes (torchvision shifts the boxes of each class
 by a class offset below 25,000 boxes, which can round coordinates; it never changes a result
-unless an IoU lies within that rounding of the threshold).
+unless an IoU lies within that rounding of the threshold). The Triton kernels follow the rules
+of the tensors' device too (CUDA's on a GPU, the CPU's under the interpreter).
 
 Behaviour at the edges, on every backend:
   * boxes with x2 < x1 or y2 < y1 have a negative area and take part in the IoU formula as they
@@ -94,15 +95,6 @@ def _check_labels(labels: object, scores: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} is on {labels.device} but scores is on {scores.device}")
 
 
-def _backend(op: str, device: torch.device, requested: str) -> str:
-    chosen = choose_backend(op, device, requested)
-    if chosen == "triton":
-        if requested == "triton":
-            raise ValueError(f"backend 'triton': {op} has no Triton kernel; use 'native' or 'torch'")
-        chosen = "torch"
-    return chosen
-
-
 # ---------------------------------------------------------------------------------------------
 # Public ops
 
@@ -117,16 +109,18 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, *,
         scores: (N,) float tensor, on the boxes' device.
         iou_threshold: a box is discarded when its IoU with a kept, higher-scoring box is
             greater than this.
-        backend: "auto", "native" or "torch"; see ``mlperf_fast.ops._library``.
+        backend: "auto", "native", "triton" or "torch"; see ``mlperf_fast.ops._library``.
 
     Returns:
         (K,) int64 tensor of the kept boxes' indices, by decreasing score, on the boxes' device.
     """
     _check_boxes_scores(boxes, scores, batched=False)
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    chosen = _backend("nms", boxes.device, backend)
+    chosen = choose_backend("nms", boxes.device, backend)
     if chosen == "native":
         return torch.ops.mlperf_fast.nms(boxes, scores, iou_threshold)
+    if chosen == "triton":
+        return _nms_triton(boxes, scores, None, iou_threshold)
     return nms_torch(boxes, scores, iou_threshold)
 
 
@@ -139,7 +133,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
         scores: (N,) float tensor.
         idxs: (N,) integer tensor: the category of each box.
         iou_threshold: as in :func:`nms`.
-        backend: "auto", "native" or "torch".
+        backend: "auto", "native", "triton" or "torch".
 
     Returns:
         (K,) int64 tensor of the kept boxes' indices, by decreasing score.
@@ -147,9 +141,11 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor,
     _check_boxes_scores(boxes, scores, batched=False)
     _check_labels(idxs, scores, "idxs")
     iou_threshold = _check_threshold(iou_threshold, "iou_threshold")
-    chosen = _backend("batched_nms", boxes.device, backend)
+    chosen = choose_backend("batched_nms", boxes.device, backend)
     if chosen == "native":
         return torch.ops.mlperf_fast.batched_nms(boxes, scores, idxs, iou_threshold)
+    if chosen == "triton":
+        return _nms_triton(boxes, scores, idxs, iou_threshold)
     return batched_nms_torch(boxes, scores, idxs, iou_threshold)
 
 
@@ -174,7 +170,7 @@ def nms_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor |
         score_threshold: candidates must score strictly above this.
         pre_nms_top_k: candidates per image before NMS; None: all.
         max_detections: kept boxes per image; None: no limit.
-        backend: "auto", "native" or "torch".
+        backend: "auto", "native", "triton" or "torch".
 
     Returns:
         :class:`Detections` with K = min(max_detections, pre_nms_top_k, N) slots per image.
@@ -186,12 +182,54 @@ def nms_padded(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor |
     score_threshold = _check_threshold(score_threshold, "score_threshold")
     top_k = _check_count(pre_nms_top_k, "pre_nms_top_k")
     max_det = _check_count(max_detections, "max_detections")
-    chosen = _backend("nms_padded", boxes.device, backend)
+    chosen = choose_backend("nms_padded", boxes.device, backend)
     if chosen == "native":
         out = torch.ops.mlperf_fast.nms_padded(boxes, scores, labels, iou_threshold,
                                                score_threshold, top_k, max_det)
         return Detections(*out)
+    if chosen == "triton":
+        return _nms_padded_triton(boxes, scores, labels, iou_threshold, score_threshold, top_k,
+                                  max_det)
     return nms_padded_torch(boxes, scores, labels, iou_threshold, score_threshold, top_k, max_det)
+
+
+def _slots(n: int, pre_nms_top_k: int, max_detections: int) -> tuple[int, int]:
+    """(candidates M, slots K) per image of N boxes; 0 means no limit."""
+    m = min(pre_nms_top_k, n) if pre_nms_top_k > 0 else n
+    return m, (min(max_detections, m) if max_detections > 0 else m)
+
+
+def _candidates(scores: torch.Tensor, score_threshold: float, m: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's candidates, as the native host code selects them: (order (B, M) int64, the
+    box indices by descending score with scores not above the threshold (and NaN) last, ties by
+    lower index; n_valid (B,) int64, how many of them are candidates)."""
+    valid = scores > score_threshold
+    masked = scores.masked_fill(~valid, -math.inf)
+    order = torch.sort(masked, dim=1, descending=True, stable=True)[1][:, :m]
+    return order, valid.sum(1).clamp_max(m)
+
+
+def _nms_triton(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor | None,
+                iou_threshold: float) -> torch.Tensor:
+    from mlperf_fast.kernels import nms as kernel
+
+    if boxes.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64, device=boxes.device)
+    order = torch.sort(scores, dim=0, descending=True, stable=True)[1]
+    index, counts = kernel.nms_keep(boxes[None], order[None], None if idxs is None else idxs[None],
+                                    iou_threshold)
+    return index[0, :int(counts[0])]  # the one sync: the result's length
+
+
+def _nms_padded_triton(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor | None,
+                       iou_threshold: float, score_threshold: float, pre_nms_top_k: int,
+                       max_detections: int) -> Detections:
+    from mlperf_fast.kernels import nms as kernel
+
+    m, k = _slots(scores.shape[1], pre_nms_top_k, max_detections)
+    order, n_valid = _candidates(scores, score_threshold, m)
+    return Detections(*kernel.nms_padded(boxes, scores, labels, order, n_valid, iou_threshold, k))
 
 
 def _check_count(value: object, name: str) -> int:
@@ -210,13 +248,16 @@ def _check_count(value: object, name: str) -> int:
 # where no kernel is built.
 
 
-def suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def suppression_matrix(boxes: torch.Tensor, iou_threshold: float,
+                       rules: str | None = None) -> torch.Tensor:
     """(N, N) bool: [i, j] when box i would suppress box j, i.e. IoU(i, j) > threshold, in the
-    expression and precision of the device's kernel (torchvision's on that device)."""
+    expression and precision of the device's kernel (torchvision's on that device; ``rules``
+    "cpu" or "cuda" picks one whatever the device)."""
+    cuda = (rules or boxes.device.type) == "cuda"
     acc = torch.float64 if boxes.dtype == torch.float64 else torch.float32
     # On CUDA, float16/bfloat16 overlaps and heights are rounded to the boxes' dtype before the
     # float32 products (torchvision's CUDA expression); the CPU converts the corners first.
-    low = boxes.device.type == "cuda" and boxes.dtype in (torch.float16, torch.bfloat16)
+    low = cuda and boxes.dtype in (torch.float16, torch.bfloat16)
     b = boxes if low else boxes.to(acc)
     x1, y1, x2, y2 = b.unbind(1)
     area = (x2.to(acc) - x1.to(acc)) * (y2 - y1).to(acc)
@@ -224,7 +265,7 @@ def suppression_matrix(boxes: torch.Tensor, iou_threshold: float) -> torch.Tenso
     h = (torch.minimum(y2[:, None], y2[None, :]) - torch.maximum(y1[:, None], y1[None, :])).clamp_min(0)
     inter = w.to(acc) * h.to(acc)
     iou = inter / (area[:, None] + area[None, :] - inter)
-    if boxes.device.type == "cuda":
+    if cuda:
         return iou > torch.tensor(iou_threshold, dtype=torch.float32).to(acc).item()
     return iou.double() > iou_threshold
 
@@ -277,18 +318,15 @@ def nms_padded_torch(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Te
                      max_detections: int = 0) -> Detections:
     """The pure-PyTorch :func:`nms_padded`, image by image (0 for no limit): same contract."""
     batch, n = scores.shape
-    m = min(pre_nms_top_k, n) if pre_nms_top_k > 0 else n
-    k = min(max_detections, m) if max_detections > 0 else m
+    m, k = _slots(n, pre_nms_top_k, max_detections)
+    orders, n_valids = _candidates(scores, score_threshold, m)
     dev = boxes.device
     out = Detections(boxes.new_zeros(batch, k, 4), scores.new_zeros(batch, k),
                      torch.full((batch, k), -1, dtype=torch.int64, device=dev),
                      torch.full((batch, k), -1, dtype=torch.int64, device=dev),
                      torch.zeros(batch, dtype=torch.int64, device=dev))
     for b in range(batch):
-        valid = scores[b] > score_threshold
-        masked = scores[b].masked_fill(~valid, -math.inf)
-        order = torch.sort(masked, dim=0, descending=True, stable=True)[1][:m]
-        n_valid = min(int(valid.sum()), m)
+        order, n_valid = orders[b], int(n_valids[b])
         lab = None if labels is None else labels[b].to(torch.int64)[order]
         pos = torch.tensor(_keep_sorted(boxes[b][order], lab, n_valid, iou_threshold, k),
                            dtype=torch.int64, device=dev)
@@ -320,8 +358,7 @@ if load_extension():
     @torch.library.register_fake("mlperf_fast::nms_padded")
     def _(boxes, scores, labels, iou_threshold, score_threshold, pre_nms_top_k, max_detections):
         batch, n = scores.shape
-        m = min(pre_nms_top_k, n) if pre_nms_top_k > 0 else n
-        k = min(max_detections, m) if max_detections > 0 else m
+        k = _slots(n, pre_nms_top_k, max_detections)[1]
         return (boxes.new_empty((batch, k, 4)), scores.new_empty((batch, k)),
                 scores.new_empty((batch, k), dtype=torch.int64),
                 scores.new_empty((batch, k), dtype=torch.int64),
