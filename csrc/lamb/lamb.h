@@ -40,15 +40,10 @@ inline AdamArgs adam_family_args(at::TensorList params, at::TensorList grads,
   check_optim_lists(params, grads, {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}},
                     master_params);
   check_steps(params, steps);
-  AdamArgs a;
+  AdamArgs a{.beta1 = beta1, .beta2 = beta2, .beta3 = beta3, .eps = eps,
+             .weight_decay = weight_decay, .bias_correction = bias_correction,
+             .adam_w_mode = adam_w_mode};
   set_step_scalars(a, params, lr_t, lr, grad_scale, found_inf);
-  a.beta1 = beta1;
-  a.beta2 = beta2;
-  a.beta3 = beta3;
-  a.eps = eps;
-  a.weight_decay = weight_decay;
-  a.bias_correction = bias_correction;
-  a.adam_w_mode = adam_w_mode;
   return a;
 }
 

@@ -53,14 +53,10 @@ void sgd_step(at::TensorList params, at::TensorList grads, at::TensorList moment
     check_optim_lists(params, grads, {}, master_params);
   else
     check_optim_lists(params, grads, {{momentum_buffers, "momentum_buffers"}}, master_params);
-  SgdArgs a;
+  SgdArgs a{.momentum = momentum, .dampening = dampening, .weight_decay = weight_decay,
+            .nesterov = nesterov, .first_run = first_run,
+            .has_momentum = !momentum_buffers.empty()};
   set_step_scalars(a, params, lr_t, lr, grad_scale, found_inf);
-  a.has_momentum = !momentum_buffers.empty();
-  a.momentum = momentum;
-  a.dampening = dampening;
-  a.weight_decay = weight_decay;
-  a.nesterov = nesterov;
-  a.first_run = first_run;
   kKernels(params, grads, momentum_buffers, master_params, a);
 }
 
@@ -75,18 +71,13 @@ void lars_step(at::TensorList params, at::TensorList grads, at::TensorList momen
   check_lars_norms(params, param_norms, grad_norms);
   MF_CHECK_VALUE(!momentum_buffers.empty() || params.empty(), "momentum_buffers",
                  "LARS needs a momentum buffer per parameter");
-  SgdArgs a;
+  SgdArgs a{.momentum = momentum, .weight_decay = weight_decay,
+            .has_momentum = !momentum_buffers.empty(), .lars = true, .adapt = adapt,
+            .trust_coefficient = trust_coefficient, .eps = eps,
+            .param_norms = param_norms.const_data_ptr(),
+            .grad_norms = grad_norms.const_data_ptr(),
+            .norms_double = param_norms.scalar_type() == at::kDouble};
   set_step_scalars(a, params, lr_t, lr, grad_scale, found_inf);
-  a.has_momentum = !momentum_buffers.empty();
-  a.lars = true;
-  a.momentum = momentum;
-  a.weight_decay = weight_decay;
-  a.trust_coefficient = trust_coefficient;
-  a.eps = eps;
-  a.adapt = adapt;
-  a.param_norms = param_norms.const_data_ptr();
-  a.grad_norms = grad_norms.const_data_ptr();
-  a.norms_double = param_norms.scalar_type() == at::kDouble;
   kKernels(params, grads, momentum_buffers, master_params, a);
 }
 
