@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mlperf_fast.optim import FusedSGD
-from shapes import make, numel, resnet50_shapes
+from shapes import numel, params_with_grads, resnet50_shapes
 
 LR, MOMENTUM, WD = 0.1, 0.9, 1e-4  # torchvision's ResNet-50 recipe
 
@@ -20,9 +20,7 @@ LR, MOMENTUM, WD = 0.1, 0.9, 1e-4  # torchvision's ResNet-50 recipe
 def test_sgd_resnet50(measure, dtype):
     shapes = resnet50_shapes()
     n = numel(shapes)
-    params = [torch.nn.Parameter(t) for t in make(shapes, dtype, seed=0)]
-    for p, g in zip(params, make(shapes, dtype, seed=1)):
-        p.grad = g
+    params = params_with_grads(shapes, dtype)
     group = f"SGD step, ResNet-50, {'fp32' if dtype == torch.float32 else 'bf16 + fp32 master'}"
     shape = f"{n:,} params in {len(shapes)} tensors"
     # fp32: p, g, buf read, p, buf written (20 B). bf16: master, buf (4 B), g (2 B) read;
