@@ -47,5 +47,14 @@ def make(shapes: list[tuple[int, ...]], dtype: torch.dtype = torch.float32,
             for s in shapes]
 
 
+def params_with_grads(shapes: list[tuple[int, ...]], dtype: torch.dtype = torch.float32,
+                      seed: int = 0) -> list[torch.nn.Parameter]:
+    """Parameters of these shapes (from ``seed``) with gradients (from ``seed + 1``)."""
+    params = [torch.nn.Parameter(t) for t in make(shapes, dtype, seed=seed)]
+    for p, g in zip(params, make(shapes, dtype, seed=seed + 1)):
+        p.grad = g
+    return params
+
+
 def numel(shapes: list[tuple[int, ...]]) -> int:
     return sum(torch.Size(s).numel() for s in shapes)

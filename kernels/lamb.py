@@ -18,7 +18,7 @@ import triton.language as tl
 from mlperf_fast.kernels.multi_tensor import TRITON_DTYPES, chunk_counts, chunk_table
 from mlperf_fast.kernels.multi_tensor_l2norm import _tensor_squares
 
-CHUNK_SIZE = 8192  # kOptimChunk in csrc/lamb/lamb.h
+CHUNK_SIZE = 8192  # kOptimChunk in csrc/common/optim_args.h
 BLOCK = 1024
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mlperf_fast.optim import FusedLAMB
-from shapes import bert_large_shapes, make, numel
+from shapes import bert_large_shapes, numel, params_with_grads
 
 LR, BETAS, EPS, WD, MAX_NORM = 1e-3, (0.9, 0.999), 1e-6, 0.01, 1.0
 
@@ -22,13 +22,6 @@ def _param_groups(params):
     # BERT's groups: decay for matrices, none for biases and LayerNorm.
     return [dict(params=[p for p in params if p.dim() > 1], weight_decay=WD),
             dict(params=[p for p in params if p.dim() <= 1], weight_decay=0.0)]
-
-
-def _with_grads(shapes, dtype, seed):
-    params = [torch.nn.Parameter(t) for t in make(shapes, dtype, seed=seed)]
-    for p, g in zip(params, make(shapes, dtype, seed=seed + 1)):
-        p.grad = g
-    return params
 
 
 class LoopLAMB:
@@ -108,7 +101,7 @@ def test_lamb_bert_large(measure, dtype):
     # master, m, v (4 B) and p (2 B) written.
     floor_bytes = n * 28
     if dtype == torch.float32:
-        params = _with_grads(shapes, dtype, 0)
+        params = params_with_grads(shapes, dtype)
         loop = LoopLAMB(params)
         measure(group, "per-tensor loop", loop.step, role="baseline", shape=shape,
                 bytes=floor_bytes, warmup=1, repeat=5, min_time_s=0.1)
@@ -126,7 +119,7 @@ def test_lamb_bert_large(measure, dtype):
             del apex
         del params
         torch.cuda.empty_cache()
-    params = _with_grads(shapes, dtype, 0)
+    params = params_with_grads(shapes, dtype)
     for backend, batch in (("native", 0), ("native", 2 << 20), ("native", 8 << 20),
                            ("triton", 0)):
         opt = FusedLAMB(_param_groups(params), lr=LR, betas=BETAS, eps=EPS,

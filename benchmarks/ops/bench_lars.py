@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mlperf_fast.optim import FusedLARS
-from shapes import make, numel, resnet50_shapes
+from shapes import numel, params_with_grads, resnet50_shapes
 
 LR, MOMENTUM, WD, ETA = 2.0, 0.9, 5e-5, 0.001
 
@@ -47,9 +47,7 @@ class ForeachLARS:
 def test_lars_resnet50(measure, dtype):
     shapes = resnet50_shapes()
     n = numel(shapes)
-    params = [torch.nn.Parameter(t) for t in make(shapes, dtype, seed=0)]
-    for p, g in zip(params, make(shapes, dtype, seed=1)):
-        p.grad = g
+    params = params_with_grads(shapes, dtype)
     group = f"LARS step, ResNet-50, {'fp32' if dtype == torch.float32 else 'bf16 + fp32 master'}"
     shape = f"{n:,} params in {len(shapes)} tensors"
     # fp32: p, g, buf read, p, buf written (20 B). bf16: master, buf (4 B), g (2 B) read;

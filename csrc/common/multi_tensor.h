@@ -32,6 +32,13 @@ struct ChunkLayout {
   int64_t chunks(size_t i) const { return first[i + 1] - first[i]; }
 };
 
+// Positions of every tensor of `list`, in order: a launch over all of them.
+inline std::vector<int64_t> all_positions(at::TensorList list) {
+  std::vector<int64_t> out(list.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<int64_t>(i);
+  return out;
+}
+
 // Positions of the tensors of `list`, grouped by dtype, in order.
 inline std::vector<std::pair<at::ScalarType, std::vector<int64_t>>> positions_by_dtype(
     at::TensorList list) {

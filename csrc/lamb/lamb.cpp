@@ -119,7 +119,8 @@ void adam_family_cpu(at::TensorList params, at::TensorList grads, at::TensorList
 
 void adam_family_dispatch(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                           at::TensorList exp_avg_sqs, at::TensorList master_params,
-                          at::TensorList steps, const AdamArgs& a, bool lamb) {
+                          at::TensorList steps, const AdamArgs& a, bool lamb,
+                          int64_t /*batch_elems*/) {
   if (params.empty()) return;
   if (master_params.empty()) {
     AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "adam_family_cpu", [&] {
@@ -134,77 +135,11 @@ void adam_family_dispatch(at::TensorList params, at::TensorList grads, at::Tenso
   }
 }
 
-void check_one_dtype(at::TensorList params) {
-  for (size_t i = 1; i < params.size(); ++i)
-    MF_CHECK_TYPE(params[i].scalar_type() == params[0].scalar_type(), "params", "element ", i,
-                  " has dtype ", params[i].scalar_type(), " but element 0 has ",
-                  params[0].scalar_type(), "; one call takes one dtype");
-}
-
 }  // namespace
 
-AdamArgs make_adam_args(at::TensorList params, const std::optional<at::Tensor>& lr_t, double lr,
-                        double beta1, double beta2, double beta3, double eps,
-                        double weight_decay, bool bias_correction, bool adam_w_mode,
-                        const std::optional<at::Tensor>& grad_norm, double max_grad_norm,
-                        const std::optional<at::Tensor>& grad_scale,
-                        const std::optional<at::Tensor>& found_inf) {
-  const at::Device device = params.empty() ? at::Device(at::kCPU) : params[0].device();
-  AdamArgs a;
-  a.lr = scalar_arg(lr_t, lr, "lr", device);
-  a.grad_norm = scalar_arg(grad_norm, 0, "grad_norm", device);
-  a.grad_scale = scalar_arg(grad_scale, 1, "grad_scale", device);
-  a.found_inf = scalar_arg(found_inf, 0, "found_inf", device);
-  a.max_grad_norm = max_grad_norm;
-  a.beta1 = beta1;
-  a.beta2 = beta2;
-  a.beta3 = beta3;
-  a.eps = eps;
-  a.weight_decay = weight_decay;
-  a.bias_correction = bias_correction;
-  a.adam_w_mode = adam_w_mode;
-  return a;
-}
-
-void lamb_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                   at::TensorList exp_avg_sqs, at::TensorList master_params,
-                   at::TensorList steps, const std::optional<at::Tensor>& lr_t, double lr,
-                   double beta1, double beta2, double eps, double weight_decay,
-                   bool bias_correction, bool adam_w_mode, bool grad_averaging, bool use_nvlamb,
-                   const std::optional<at::Tensor>& grad_norm, double max_grad_norm,
-                   const std::optional<at::Tensor>& grad_scale,
-                   const std::optional<at::Tensor>& found_inf, int64_t /*batch_elems*/) {
-  check_optim_lists(params, grads, {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}},
-                    master_params);
-  check_steps(params, steps);
-  check_one_dtype(params);
-  AdamArgs a = make_adam_args(params, lr_t, lr, beta1, beta2, grad_averaging ? 1 - beta1 : 1.0,
-                              eps, weight_decay, bias_correction, adam_w_mode, grad_norm,
-                              max_grad_norm, grad_scale, found_inf);
-  a.adapt = use_nvlamb || weight_decay != 0;
-  adam_family_dispatch(params, grads, exp_avgs, exp_avg_sqs, master_params, steps, a, true);
-}
-
-void adam_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                   at::TensorList exp_avg_sqs, at::TensorList master_params,
-                   at::TensorList steps, const std::optional<at::Tensor>& lr_t, double lr,
-                   double beta1, double beta2, double eps, double weight_decay,
-                   bool bias_correction, bool adam_w_mode,
-                   const std::optional<at::Tensor>& grad_scale,
-                   const std::optional<at::Tensor>& found_inf) {
-  check_optim_lists(params, grads, {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}},
-                    master_params);
-  check_steps(params, steps);
-  check_one_dtype(params);
-  const AdamArgs a = make_adam_args(params, lr_t, lr, beta1, beta2, 1 - beta1, eps, weight_decay,
-                                    bias_correction, adam_w_mode, std::nullopt, 0, grad_scale,
-                                    found_inf);
-  adam_family_dispatch(params, grads, exp_avgs, exp_avg_sqs, master_params, steps, a, false);
-}
-
 TORCH_LIBRARY_IMPL(mlperf_fast, CPU, m) {
-  m.impl("lamb_step", &lamb_step_cpu);
-  m.impl("adam_step", &adam_step_cpu);
+  m.impl("lamb_step", &lamb_step<adam_family_dispatch>);
+  m.impl("adam_step", &adam_step<adam_family_dispatch>);
 }
 
 }  // namespace mlperf_fast

@@ -298,11 +298,9 @@ void adam_family_cuda(at::TensorList params, at::TensorList grads, at::TensorLis
   const auto opts = exp_avgs[0].options();
   const int64_t n = static_cast<int64_t>(params.size());
   if (!lamb) {
-    std::vector<int64_t> all(n);
-    for (int64_t i = 0; i < n; ++i) all[i] = i;
-    multi_tensor_apply<kDepth>(lists, all, layout, MomentsChunk<T, G, kMaster, false>{}, a,
-                               static_cast<T*>(nullptr), static_cast<int*>(nullptr),
-                               static_cast<T*>(nullptr));
+    multi_tensor_apply<kDepth>(lists, all_positions(params), layout,
+                               MomentsChunk<T, G, kMaster, false>{}, a, static_cast<T*>(nullptr),
+                               static_cast<int*>(nullptr), static_cast<T*>(nullptr));
     return;
   }
   at::Tensor partial = at::empty({2 * layout.total_chunks()}, opts);
@@ -322,10 +320,6 @@ void adam_family_cuda_dispatch(at::TensorList params, at::TensorList grads,
                                at::TensorList master_params, at::TensorList steps,
                                const AdamArgs& a, bool lamb, int64_t batch_elems) {
   if (params.empty()) return;
-  for (size_t i = 1; i < params.size(); ++i)
-    MF_CHECK_TYPE(params[i].scalar_type() == params[0].scalar_type(), "params", "element ", i,
-                  " has dtype ", params[i].scalar_type(), " but element 0 has ",
-                  params[0].scalar_type(), "; one call takes one dtype");
   if (master_params.empty()) {
     AT_DISPATCH_FLOATING_TYPES(params[0].scalar_type(), "adam_family_cuda", [&] {
       adam_family_cuda<scalar_t, scalar_t, false>(params, grads, exp_avgs, exp_avg_sqs,
@@ -341,45 +335,9 @@ void adam_family_cuda_dispatch(at::TensorList params, at::TensorList grads,
 
 }  // namespace
 
-void lamb_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                    at::TensorList exp_avg_sqs, at::TensorList master_params,
-                    at::TensorList steps, const std::optional<at::Tensor>& lr_t, double lr,
-                    double beta1, double beta2, double eps, double weight_decay,
-                    bool bias_correction, bool adam_w_mode, bool grad_averaging, bool use_nvlamb,
-                    const std::optional<at::Tensor>& grad_norm, double max_grad_norm,
-                    const std::optional<at::Tensor>& grad_scale,
-                    const std::optional<at::Tensor>& found_inf, int64_t batch_elems) {
-  check_optim_lists(params, grads, {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}},
-                    master_params);
-  check_steps(params, steps);
-  AdamArgs a = make_adam_args(params, lr_t, lr, beta1, beta2, grad_averaging ? 1 - beta1 : 1.0,
-                              eps, weight_decay, bias_correction, adam_w_mode, grad_norm,
-                              max_grad_norm, grad_scale, found_inf);
-  a.adapt = use_nvlamb || weight_decay != 0;
-  adam_family_cuda_dispatch(params, grads, exp_avgs, exp_avg_sqs, master_params, steps, a, true,
-                            batch_elems);
-}
-
-void adam_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                    at::TensorList exp_avg_sqs, at::TensorList master_params,
-                    at::TensorList steps, const std::optional<at::Tensor>& lr_t, double lr,
-                    double beta1, double beta2, double eps, double weight_decay,
-                    bool bias_correction, bool adam_w_mode,
-                    const std::optional<at::Tensor>& grad_scale,
-                    const std::optional<at::Tensor>& found_inf) {
-  check_optim_lists(params, grads, {{exp_avgs, "exp_avgs"}, {exp_avg_sqs, "exp_avg_sqs"}},
-                    master_params);
-  check_steps(params, steps);
-  const AdamArgs a = make_adam_args(params, lr_t, lr, beta1, beta2, 1 - beta1, eps, weight_decay,
-                                    bias_correction, adam_w_mode, std::nullopt, 0, grad_scale,
-                                    found_inf);
-  adam_family_cuda_dispatch(params, grads, exp_avgs, exp_avg_sqs, master_params, steps, a, false,
-                            0);
-}
-
 TORCH_LIBRARY_IMPL(mlperf_fast, CUDA, m) {
-  m.impl("lamb_step", &lamb_step_cuda);
-  m.impl("adam_step", &adam_step_cuda);
+  m.impl("lamb_step", &lamb_step<adam_family_cuda_dispatch>);
+  m.impl("adam_step", &adam_step<adam_family_cuda_dispatch>);
 }
 
 }  // namespace mlperf_fast

@@ -96,8 +96,6 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cuda(at::TensorList tenso
   at::Tensor partial = at::empty({layout.total_chunks()}, opts);
   at::Tensor squares = at::zeros({n}, opts);  // empty tensors have no chunks and stay 0
   const std::array<at::TensorList, 1> lists{at::TensorList(xs)};
-  std::vector<int64_t> all(n);
-  for (int64_t i = 0; i < n; ++i) all[i] = i;
 
   AT_DISPATCH_FLOATING_TYPES(dtype, "multi_tensor_l2norm_cuda", [&] {
     using acc_t = scalar_t;
@@ -107,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cuda(at::TensorList tenso
                               partial.data_ptr<acc_t>());
       });
     }
-    multi_tensor_apply_per_tensor<1>(lists, all, layout, TensorSquares<acc_t>{},
+    multi_tensor_apply_per_tensor<1>(lists, all_positions(xs), layout, TensorSquares<acc_t>{},
                                      static_cast<const acc_t*>(partial.data_ptr<acc_t>()),
                                      squares.data_ptr<acc_t>());
   });

@@ -10,23 +10,6 @@
 
 namespace mlperf_fast {
 
-SgdArgs make_sgd_args(at::TensorList params, at::TensorList momentum_buffers,
-                      const std::optional<at::Tensor>& lr_t, double lr,
-                      const std::optional<at::Tensor>& grad_scale,
-                      const std::optional<at::Tensor>& found_inf) {
-  const at::Device device = params.empty() ? at::Device(at::kCPU) : params[0].device();
-  SgdArgs a;
-  a.lr = scalar_arg(lr_t, lr, "lr", device);
-  a.grad_scale = scalar_arg(grad_scale, 1, "grad_scale", device);
-  a.found_inf = scalar_arg(found_inf, 0, "found_inf", device);
-  a.has_momentum = !momentum_buffers.empty();
-  for (size_t i = 1; i < params.size(); ++i)
-    MF_CHECK_TYPE(params[i].scalar_type() == params[0].scalar_type(), "params", "element ", i,
-                  " has dtype ", params[i].scalar_type(), " but element 0 has ",
-                  params[0].scalar_type(), "; one call takes one dtype");
-  return a;
-}
-
 void check_lars_norms(at::TensorList params, const at::Tensor& param_norms,
                       const at::Tensor& grad_norms) {
   const int64_t n = static_cast<int64_t>(params.size());
@@ -111,50 +94,9 @@ void sgd_family_dispatch(at::TensorList params, at::TensorList grads, at::Tensor
 
 }  // namespace
 
-void sgd_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                  at::TensorList master_params, const std::optional<at::Tensor>& lr_t,
-                  double lr, double momentum, double dampening, double weight_decay,
-                  bool nesterov, bool first_run, const std::optional<at::Tensor>& grad_scale,
-                  const std::optional<at::Tensor>& found_inf) {
-  if (momentum_buffers.empty())
-    check_optim_lists(params, grads, {}, master_params);
-  else
-    check_optim_lists(params, grads, {{momentum_buffers, "momentum_buffers"}}, master_params);
-  SgdArgs a = make_sgd_args(params, momentum_buffers, lr_t, lr, grad_scale, found_inf);
-  a.momentum = momentum;
-  a.dampening = dampening;
-  a.weight_decay = weight_decay;
-  a.nesterov = nesterov;
-  a.first_run = first_run;
-  sgd_family_dispatch(params, grads, momentum_buffers, master_params, a);
-}
-
-void lars_step_cpu(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                   at::TensorList master_params, const at::Tensor& param_norms,
-                   const at::Tensor& grad_norms, const std::optional<at::Tensor>& lr_t,
-                   double lr, double momentum, double weight_decay, double trust_coefficient,
-                   double eps, bool adapt, const std::optional<at::Tensor>& grad_scale,
-                   const std::optional<at::Tensor>& found_inf) {
-  check_optim_lists(params, grads, {{momentum_buffers, "momentum_buffers"}}, master_params);
-  check_lars_norms(params, param_norms, grad_norms);
-  SgdArgs a = make_sgd_args(params, momentum_buffers, lr_t, lr, grad_scale, found_inf);
-  MF_CHECK_VALUE(a.has_momentum || params.empty(), "momentum_buffers",
-                 "LARS needs a momentum buffer per parameter");
-  a.lars = true;
-  a.momentum = momentum;
-  a.weight_decay = weight_decay;
-  a.trust_coefficient = trust_coefficient;
-  a.eps = eps;
-  a.adapt = adapt;
-  a.param_norms = param_norms.const_data_ptr();
-  a.grad_norms = grad_norms.const_data_ptr();
-  a.norms_double = param_norms.scalar_type() == at::kDouble;
-  sgd_family_dispatch(params, grads, momentum_buffers, master_params, a);
-}
-
 TORCH_LIBRARY_IMPL(mlperf_fast, CPU, m) {
-  m.impl("sgd_step", &sgd_step_cpu);
-  m.impl("lars_step", &lars_step_cpu);
+  m.impl("sgd_step", &sgd_step<sgd_family_dispatch>);
+  m.impl("lars_step", &lars_step<sgd_family_dispatch>);
 }
 
 }  // namespace mlperf_fast

@@ -99,12 +99,12 @@ void sgd_family_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   const std::array<at::TensorList, kDepth> lists{kMaster ? master_params : params, grads,
                                                  a.has_momentum ? bufs : params, params};
   const ChunkLayout layout(params, kOptimChunk);
-  std::vector<int64_t> all(params.size());
-  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int64_t>(i);
   if (a.lars)
-    multi_tensor_apply<kDepth>(lists, all, layout, SgdChunk<T, G, kMaster, true>{}, a);
+    multi_tensor_apply<kDepth>(lists, all_positions(params), layout,
+                               SgdChunk<T, G, kMaster, true>{}, a);
   else
-    multi_tensor_apply<kDepth>(lists, all, layout, SgdChunk<T, G, kMaster, false>{}, a);
+    multi_tensor_apply<kDepth>(lists, all_positions(params), layout,
+                               SgdChunk<T, G, kMaster, false>{}, a);
 }
 
 void sgd_family_cuda_dispatch(at::TensorList params, at::TensorList grads, at::TensorList bufs,
@@ -123,51 +123,9 @@ void sgd_family_cuda_dispatch(at::TensorList params, at::TensorList grads, at::T
 
 }  // namespace
 
-void sgd_step_cuda(at::TensorList params, at::TensorList grads, at::TensorList momentum_buffers,
-                   at::TensorList master_params, const std::optional<at::Tensor>& lr_t,
-                   double lr, double momentum, double dampening, double weight_decay,
-                   bool nesterov, bool first_run, const std::optional<at::Tensor>& grad_scale,
-                   const std::optional<at::Tensor>& found_inf) {
-  if (momentum_buffers.empty())
-    check_optim_lists(params, grads, {}, master_params);
-  else
-    check_optim_lists(params, grads, {{momentum_buffers, "momentum_buffers"}}, master_params);
-  SgdArgs a = make_sgd_args(params, momentum_buffers, lr_t, lr, grad_scale, found_inf);
-  a.momentum = momentum;
-  a.dampening = dampening;
-  a.weight_decay = weight_decay;
-  a.nesterov = nesterov;
-  a.first_run = first_run;
-  sgd_family_cuda_dispatch(params, grads, momentum_buffers, master_params, a);
-}
-
-void lars_step_cuda(at::TensorList params, at::TensorList grads,
-                    at::TensorList momentum_buffers, at::TensorList master_params,
-                    const at::Tensor& param_norms, const at::Tensor& grad_norms,
-                    const std::optional<at::Tensor>& lr_t, double lr, double momentum,
-                    double weight_decay, double trust_coefficient, double eps, bool adapt,
-                    const std::optional<at::Tensor>& grad_scale,
-                    const std::optional<at::Tensor>& found_inf) {
-  check_optim_lists(params, grads, {{momentum_buffers, "momentum_buffers"}}, master_params);
-  check_lars_norms(params, param_norms, grad_norms);
-  SgdArgs a = make_sgd_args(params, momentum_buffers, lr_t, lr, grad_scale, found_inf);
-  MF_CHECK_VALUE(a.has_momentum || params.empty(), "momentum_buffers",
-                 "LARS needs a momentum buffer per parameter");
-  a.lars = true;
-  a.momentum = momentum;
-  a.weight_decay = weight_decay;
-  a.trust_coefficient = trust_coefficient;
-  a.eps = eps;
-  a.adapt = adapt;
-  a.param_norms = param_norms.const_data_ptr();
-  a.grad_norms = grad_norms.const_data_ptr();
-  a.norms_double = param_norms.scalar_type() == at::kDouble;
-  sgd_family_cuda_dispatch(params, grads, momentum_buffers, master_params, a);
-}
-
 TORCH_LIBRARY_IMPL(mlperf_fast, CUDA, m) {
-  m.impl("sgd_step", &sgd_step_cuda);
-  m.impl("lars_step", &lars_step_cuda);
+  m.impl("sgd_step", &sgd_step<sgd_family_cuda_dispatch>);
+  m.impl("lars_step", &lars_step<sgd_family_cuda_dispatch>);
 }
 
 }  // namespace mlperf_fast

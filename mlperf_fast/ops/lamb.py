@@ -1,6 +1,6 @@
 """Adam-family optimizer steps over lists of tensors: LAMB (apex's multi_tensor_lamb semantics)
 and Adam / AdamW. The optimizers of mlperf_fast.optim call these; the lists are described in
-csrc/lamb/lamb.h.
+csrc/common/optim_args.h.
 
 The pure-PyTorch implementations here (``*_torch``) are also the reference the kernels are
 tested against (run in float64).
@@ -88,7 +88,7 @@ def lamb_step(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: T
               grad_norm: torch.Tensor | None, max_grad_norm: float,
               grad_scale: torch.Tensor | None, found_inf: torch.Tensor | None,
               batch_elems: int = 0, *, backend: str = "auto") -> None:
-    """One LAMB step, in place, over parallel lists of one params dtype (see csrc/lamb/lamb.h).
+    """One LAMB step, in place, over parallel lists of one params dtype (csrc/common/optim_args.h).
 
     ``steps`` are already advanced. ``grad_norm`` is the global norm of all grads as given (before
     division by ``grad_scale``); clipping applies when ``max_grad_norm > 0``. ``found_inf``

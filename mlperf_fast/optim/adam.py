@@ -3,16 +3,16 @@
 state interchangeable with torch.optim.Adam / AdamW ("step", "exp_avg", "exp_avg_sq")."""
 from __future__ import annotations
 
-import torch
-
 from mlperf_fast.ops.lamb import adam_step
-from mlperf_fast.optim._base import FusedOptimizer, math_dtype
+from mlperf_fast.optim._base import FusedOptimizer, StepInputs
 
 
 class FusedAdam(FusedOptimizer):
     """Adam with ``adam_w_mode=True`` (default, as apex): decoupled weight decay (AdamW,
     p -= lr * (m^ / (sqrt(v^) + eps) + weight_decay * p)); with False, L2 decay added to the
     gradient (torch.optim.Adam). float16 / bfloat16 params use float32 master weights."""
+
+    _zero_state = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr: float = 1e-3, bias_correction: bool = True,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -29,36 +29,14 @@ class FusedAdam(FusedOptimizer):
         self.adam_w_mode = adam_w_mode
         self.set_grad_none = set_grad_none
 
-    def _init_state(self, p: torch.Tensor, state: dict) -> None:
-        dt = math_dtype(p.dtype)
-        state["exp_avg"] = torch.zeros_like(p, dtype=dt, memory_format=torch.contiguous_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, dtype=dt,
-                                               memory_format=torch.contiguous_format)
-        if dt != p.dtype:
-            state["master_param"] = p.detach().to(dt).clone()
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        per_group = [self._buckets(group) for group in self.param_groups]
-        device = self._device([b for bs in per_group for b in bs])
-        if device is None:
-            return loss
-        grad_scale, found_inf = self._amp()
-        grad_scale, found_inf = self._on(grad_scale, device), self._on(found_inf, device)
-        self._advance([s["step"] for bs in per_group for b in bs for s in b.states], found_inf)
-        for group, buckets in zip(self.param_groups, per_group):
-            lr_t, lr = self._lr(group, device)
+    def _update(self, inputs: StepInputs) -> None:
+        for group, lr_t, lr, buckets in inputs.groups:
             beta1, beta2 = group["betas"]
             for b in buckets:
                 adam_step(b.params, b.grads, b.state_list("exp_avg"), b.state_list("exp_avg_sq"),
-                          b.masters, b.state_list("step"), lr_t, lr, beta1, beta2, group["eps"],
+                          b.masters, b.steps, lr_t, lr, beta1, beta2, group["eps"],
                           group["weight_decay"], group["bias_correction"], self.adam_w_mode,
-                          grad_scale, found_inf, backend=self.backend)
-        return loss
+                          inputs.grad_scale, inputs.found_inf, backend=self.backend)
 
 
 class FusedAdamW(FusedAdam):

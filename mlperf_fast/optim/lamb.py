@@ -14,7 +14,7 @@ import torch
 
 from mlperf_fast.ops.lamb import lamb_step
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
-from mlperf_fast.optim._base import FusedOptimizer, math_dtype
+from mlperf_fast.optim._base import FusedOptimizer, StepInputs
 
 # Elements per batch of the CUDA kernel's two passes; 0 runs each pass over all tensors at once.
 DEFAULT_BATCH_ELEMS = int(os.environ.get("MLPERF_FAST_LAMB_BATCH", "0"))
@@ -39,6 +39,8 @@ class FusedLAMB(FusedOptimizer):
     ``backend``: "auto", "native", "triton" or "torch". ``capturable``: a float lr is moved to a
     device tensor (update it in place under a captured graph).
     """
+
+    _zero_state = ("exp_avg", "exp_avg_sq")
 
     def __init__(self, params, lr: float = 1e-3, bias_correction: bool = True,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
@@ -67,40 +69,18 @@ class FusedLAMB(FusedOptimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none=self.set_grad_none and set_to_none)
 
-    def _init_state(self, p: torch.Tensor, state: dict) -> None:
-        dt = math_dtype(p.dtype)
-        state["exp_avg"] = torch.zeros_like(p, dtype=dt, memory_format=torch.contiguous_format)
-        state["exp_avg_sq"] = torch.zeros_like(p, dtype=dt,
-                                               memory_format=torch.contiguous_format)
-        if dt != p.dtype:
-            state["master_param"] = p.detach().to(dt).clone()
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        per_group = [self._buckets(group) for group in self.param_groups]
-        device = self._device([b for bs in per_group for b in bs])
-        if device is None:
-            return loss
-        grad_scale, found_inf = self._amp()
-        grad_scale, found_inf = self._on(grad_scale, device), self._on(found_inf, device)
+    def _update(self, inputs: StepInputs) -> None:
         # apex clips with one max_grad_norm, the first group's (the defaults').
         max_grad_norm = self.defaults["max_grad_norm"] or 0.0
         grad_norm = None
         if max_grad_norm > 0:
-            grads = [g for bs in per_group for b in bs for g in b.grads]
-            grad_norm = multi_tensor_l2norm(grads, backend=self.backend)[0].reshape(1)
-        self._advance([s["step"] for bs in per_group for b in bs for s in b.states], found_inf)
-        for group, buckets in zip(self.param_groups, per_group):
-            lr_t, lr = self._lr(group, device)
+            grad_norm = multi_tensor_l2norm(inputs.grads, backend=self.backend)[0].reshape(1)
+        for group, lr_t, lr, buckets in inputs.groups:
             beta1, beta2 = group["betas"]
             for b in buckets:
                 lamb_step(b.params, b.grads, b.state_list("exp_avg"), b.state_list("exp_avg_sq"),
-                          b.masters, b.state_list("step"), lr_t, lr, beta1, beta2, group["eps"],
+                          b.masters, b.steps, lr_t, lr, beta1, beta2, group["eps"],
                           group["weight_decay"], group["bias_correction"], self.adam_w_mode,
                           group["grad_averaging"], self.use_nvlamb, grad_norm, max_grad_norm,
-                          grad_scale, found_inf, self.batch_elems, backend=self.backend)
-        return loss
+                          inputs.grad_scale, inputs.found_inf, self.batch_elems,
+                          backend=self.backend)

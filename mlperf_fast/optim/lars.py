@@ -12,7 +12,7 @@ import torch
 
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
 from mlperf_fast.ops.sgd import lars_step
-from mlperf_fast.optim._base import FusedOptimizer, math_dtype
+from mlperf_fast.optim._base import FusedOptimizer, StepInputs, math_dtype
 
 
 def lars_param_groups(model: torch.nn.Module, **group_options) -> list[dict]:
@@ -27,6 +27,8 @@ def lars_param_groups(model: torch.nn.Module, **group_options) -> list[dict]:
 
 
 class FusedLARS(FusedOptimizer):
+    _zero_state = ("momentum_buffer",)
+
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 0.001, eps: float = 0.0, *,
                  capturable: bool = False, backend: str = "auto") -> None:
@@ -37,39 +39,20 @@ class FusedLARS(FusedOptimizer):
                         trust_coefficient=trust_coefficient, eps=eps, lars_exclude=False)
         super().__init__(params, defaults, backend=backend, capturable=capturable)
 
-    def _init_state(self, p: torch.Tensor, state: dict) -> None:
-        dt = math_dtype(p.dtype)
-        state["momentum_buffer"] = torch.zeros_like(p, dtype=dt,
-                                                    memory_format=torch.contiguous_format)
-        if dt != p.dtype:
-            state["master_param"] = p.detach().to(dt).clone()
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        per_group = [self._buckets(group) for group in self.param_groups]
-        device = self._device([b for bs in per_group for b in bs])
-        if device is None:
-            return loss
-        grad_scale, found_inf = self._amp()
-        grad_scale, found_inf = self._on(grad_scale, device), self._on(found_inf, device)
-        self._advance([s["step"] for bs in per_group for b in bs for s in b.states], found_inf)
-        for group, buckets in zip(self.param_groups, per_group):
-            lr_t, lr = self._lr(group, device)
+    def _update(self, inputs: StepInputs) -> None:
+        for group, lr_t, lr, buckets in inputs.groups:
             exclude = group["lars_exclude"]
             for b in buckets:
                 n = len(b.params)
                 weights = b.weights()
                 if exclude:
-                    norms = torch.zeros(2 * n, dtype=math_dtype(weights[0].dtype), device=device)
+                    norms = torch.zeros(2 * n, dtype=math_dtype(weights[0].dtype),
+                                        device=inputs.device)
                 else:
                     norms = multi_tensor_l2norm(weights + b.grads, per_tensor=True,
                                                 backend=self.backend)[1]
                 lars_step(b.params, b.grads, b.state_list("momentum_buffer"), b.masters,
                           norms[:n], norms[n:], lr_t, lr, group["momentum"],
                           0.0 if exclude else group["weight_decay"], group["trust_coefficient"],
-                          group["eps"], not exclude, grad_scale, found_inf, backend=self.backend)
-        return loss
+                          group["eps"], not exclude, inputs.grad_scale, inputs.found_inf,
+                          backend=self.backend)

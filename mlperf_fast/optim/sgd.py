@@ -2,10 +2,13 @@
 multi-tensor kernels; state interchangeable with torch.optim.SGD ("momentum_buffer")."""
 from __future__ import annotations
 
+from itertools import repeat
+from operator import is_
+
 import torch
 
 from mlperf_fast.ops.sgd import sgd_step
-from mlperf_fast.optim._base import FusedOptimizer, math_dtype
+from mlperf_fast.optim._base import FusedOptimizer, StepInputs
 
 
 class FusedSGD(FusedOptimizer):
@@ -24,45 +27,32 @@ class FusedSGD(FusedOptimizer):
                         weight_decay=weight_decay, nesterov=nesterov)
         super().__init__(params, defaults, backend=backend, capturable=capturable)
 
-    def _init_state(self, p: torch.Tensor, state: dict) -> None:
-        if p.dtype != math_dtype(p.dtype):
-            state["master_param"] = p.detach().to(math_dtype(p.dtype)).clone()
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        per_group = [self._buckets(group) for group in self.param_groups]
-        device = self._device([b for bs in per_group for b in bs])
-        if device is None:
-            return loss
-        grad_scale, found_inf = self._amp()
-        grad_scale, found_inf = self._on(grad_scale, device), self._on(found_inf, device)
-        self._advance([s["step"] for bs in per_group for b in bs for s in b.states], found_inf)
-        for group, buckets in zip(self.param_groups, per_group):
-            lr_t, lr = self._lr(group, device)
+    def _update(self, inputs: StepInputs) -> None:
+        for group, lr_t, lr, buckets in inputs.groups:
             momentum = group["momentum"]
+            args = (lr_t, lr, momentum, group["dampening"], group["weight_decay"],
+                    group["nesterov"])
+            amp = (inputs.grad_scale, inputs.found_inf)
             for b in buckets:
-                args = (lr_t, lr, momentum, group["dampening"], group["weight_decay"],
-                        group["nesterov"])
                 if momentum == 0:
-                    sgd_step(b.params, b.grads, [], b.masters, *args, False, grad_scale,
-                             found_inf, backend=self.backend)
+                    sgd_step(b.params, b.grads, [], b.masters, *args, False, *amp,
+                             backend=self.backend)
+                    continue
+                bufs = list(map(dict.get, b.states, repeat("momentum_buffer")))
+                if not any(map(is_, bufs, repeat(None))):
+                    sgd_step(b.params, b.grads, bufs, b.masters, *args, False, *amp,
+                             backend=self.backend)
                     continue
                 # Tensors seen for the first time start their buffer at the first direction.
-                fresh = [i for i, s in enumerate(b.states) if "momentum_buffer" not in s]
+                weights = b.weights()
+                fresh = [i for i, buf in enumerate(bufs) if buf is None]
                 for i in fresh:
-                    w = b.weights()[i]
-                    b.states[i]["momentum_buffer"] = torch.empty_like(
-                        w, memory_format=torch.contiguous_format)
-                old = [i for i in range(len(b.params)) if i not in set(fresh)]
+                    bufs[i] = b.states[i]["momentum_buffer"] = torch.empty_like(
+                        weights[i], memory_format=torch.contiguous_format)
+                old = sorted(set(range(len(bufs))) - set(fresh))
                 for first_run, idx in ((True, fresh), (False, old)):
                     if not idx:
                         continue
                     sgd_step([b.params[i] for i in idx], [b.grads[i] for i in idx],
-                             [b.states[i]["momentum_buffer"] for i in idx],
-                             [b.masters[i] for i in idx] if b.masters else [], *args, first_run,
-                             grad_scale, found_inf, backend=self.backend)
-        return loss
+                             [bufs[i] for i in idx], [b.masters[i] for i in idx] if b.masters
+                             else [], *args, first_run, *amp, backend=self.backend)
