@@ -44,10 +44,13 @@ class FusedSGD(FusedOptimizer):
                              backend=self.backend)
                     continue
                 # Tensors seen for the first time start their buffer at the first direction.
+                # Zeros, not empty: a step that GradScaler's found_inf skips inside the kernel
+                # leaves the buffer as it was, and the next step reads it (momentum times zero
+                # plus (1 - dampening) d: the first direction exactly when dampening is 0).
                 weights = b.weights()
                 fresh = [i for i, buf in enumerate(bufs) if buf is None]
                 for i in fresh:
-                    bufs[i] = b.states[i]["momentum_buffer"] = torch.empty_like(
+                    bufs[i] = b.states[i]["momentum_buffer"] = torch.zeros_like(
                         weights[i], memory_format=torch.contiguous_format)
                 old = sorted(set(range(len(bufs))) - set(fresh))
                 for first_run, idx in ((True, fresh), (False, old)):

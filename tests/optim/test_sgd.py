@@ -56,6 +56,28 @@ def test_grad_scaler_skips_inf(backend):
     torch.testing.assert_close(p.detach(), torch.full((10,), 0.8, device=d))
 
 
+def test_first_step_skipped_by_grad_scaler(backend):
+    # An inf on the very first step skips it inside the kernel; the momentum buffer created for
+    # it must not carry garbage into the next step, which then acts as a first step.
+    d = backend.device
+    p = torch.nn.Parameter(torch.ones(10, device=d))
+    opt = FusedSGD([p], lr=0.1, momentum=0.9, backend=backend.name)
+    scaler = torch.amp.GradScaler(d.type, init_scale=8.0)
+    scaler.scale((p * float("inf")).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    torch.testing.assert_close(p.detach(), torch.ones(10, device=d))
+    opt.zero_grad()
+    scaler.scale((p * 2).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    torch.testing.assert_close(p.detach(), torch.full((10,), 0.8, device=d))
+    opt.zero_grad()
+    scaler.scale((p * 2).sum()).backward()
+    scaler.step(opt)  # buf = 0.9 * 2 + 2
+    torch.testing.assert_close(p.detach(), torch.full((10,), 0.8 - 0.38, device=d))
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="nesterov"):
         FusedSGD([torch.nn.Parameter(torch.ones(2))], lr=0.1, nesterov=True)
