@@ -181,12 +181,14 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
     db = torch.zeros((bsz if per_utt_w else 1, classes), dtype=acc, device=dev) if need_b else None
     weight_scale = 1.0 / bsz if reduction == "mean" else 1.0
     t_list, u_list = f_lengths.tolist(), target_lengths.tolist()
-    budget = max(1, group_bytes // (classes * f.element_size()))
     keep = 1.0 - dropout
     mm_bias, mm, mm_grad_w = _gemms(fp32_gemm)
     # With "tf32x3" each operand used by two GEMMs is split once: the weight here, the joint
     # activations and the logits' gradient per group (the latter in place, into its TF32 part).
+    # The split copies roughly double a group's buffers (1.41 GiB peak was measured at the
+    # MLPerf shape with full groups), so groups are half as large.
     presplit = fp32_gemm == "tf32x3"
+    budget = max(1, group_bytes // (classes * f.element_size() * (2 if presplit else 1)))
     w_op = split_tf32(weight) if presplit else weight
     w_t = _map(w_op, torch.t)
     for b0, b1, tc, uc in _groups(t_list, u_list, budget):
@@ -321,7 +323,8 @@ def transducer_joint_loss(
         activation: "relu" (the MLPerf RNN-T joint).
         dropout: probability of dropping a joint activation (pass 0 in evaluation). Masks come
             from torch's generator, one call of ``F.dropout`` per group of utterances.
-        group_bytes: bytes of logits computed at once (peak memory is about 2.5x this).
+        group_bytes: bytes of logits computed at once (peak memory is about 2.5x this; with
+            fp32_gemm="tf32x3" groups are half this size, their split operands taking the rest).
         fp32_gemm: how float32 inputs are multiplied: "tf32x3" (each operand split into a TF32
             part and a remainder, three cuBLAS TF32 GEMMs: float32-level accuracy on tensor
             cores; the default on CUDA), "tf32x3_triton" (the same in Triton kernels, with the
