@@ -58,3 +58,16 @@ def params_with_grads(shapes: list[tuple[int, ...]], dtype: torch.dtype = torch.
 
 def numel(shapes: list[tuple[int, ...]]) -> int:
     return sum(torch.Size(s).numel() for s in shapes)
+
+
+def resnet50_momentum_case(step: str, dtype: torch.dtype
+                           ) -> tuple[list[torch.nn.Parameter], str, str, int]:
+    """ResNet-50's parameters with gradients for a momentum optimizer's step benchmark: the
+    parameters, the results group ("<step> step, ResNet-50, <precision>"), the shape text and
+    the floor's bytes. fp32: p, g, buf read, p, buf written (20 B). bf16: master, buf (4 B), g
+    (2 B) read; master, buf (4 B), p (2 B) written (20 B)."""
+    shapes = resnet50_shapes()
+    n = numel(shapes)
+    precision = "fp32" if dtype == torch.float32 else "bf16 + fp32 master"
+    return (params_with_grads(shapes, dtype), f"{step} step, ResNet-50, {precision}",
+            f"{n:,} params in {len(shapes)} tensors", n * 20)
