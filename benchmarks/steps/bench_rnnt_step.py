@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from rnnt_closed_batch import T, U, V, synthetic_batch
 
 from mlperf_fast.rnnt import ops, reference
 from mlperf_fast.rnnt.config import CLOSED
 from mlperf_fast.rnnt.model import RNNT
 
-B, T, U = 128, 410, 60
+B = 128
 MICRO = 16  # the reference's forward batch
-V = CLOSED.data.vocab_size + 1
 
 
 def _lstm_flops(t: int, inp: int, hid: int, layers: int) -> float:
@@ -37,15 +37,6 @@ def _step_flops() -> float:
            + _lstm_flops(U + 1, m.pred_n_hid, m.pred_n_hid, m.pred_rnn_layers)
            + 2 * B * t2 * (U + 1) * m.joint_n_hid * V)
     return 3 * fwd
-
-
-def _inputs():
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn((T, B, CLOSED.features.in_feats), generator=g).cuda()
-    x_lens = torch.full((B,), T, dtype=torch.int32).cuda()
-    y = torch.randint(1, V - 1, (B, U), generator=g, dtype=torch.int32).cuda()
-    y_lens = torch.full((B,), U, dtype=torch.int32).cuda()
-    return x, x_lens, y, y_lens
 
 
 def _reference_loss():
@@ -66,15 +57,12 @@ def _micro_batches(inputs, micro: int):
 @pytest.mark.cuda
 def test_rnnt_training_step(measure):
     torch.manual_seed(0)
-    inputs = _inputs()
+    inputs = synthetic_batch(B, "cuda")
     ref = reference.RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
     ours = RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
     ours.load_state_dict(ref.state_dict())
-    o = CLOSED.optim
-    kw = dict(lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, weight_decay=o.weight_decay,
-              max_grad_norm=o.clip_norm)
-    ref_opt = ops.Lamb(ref.parameters(), **kw)
-    our_opt = ops.lamb_class()(ours.parameters(), **kw)
+    ref_opt = ops.make_lamb(ref.parameters(), CLOSED.optim, ops.Lamb)
+    our_opt = ops.make_lamb(ours.parameters(), CLOSED.optim)
     loss_fn, loss_name = _reference_loss()
     ref_micro = _micro_batches(inputs, MICRO)
 

@@ -16,14 +16,13 @@ import os
 
 import torch
 import torch.distributed as dist
+from rnnt_closed_batch import V, synthetic_batch
 
 from mlperf_fast.harness import distributed
 from mlperf_fast.rnnt import ops
 from mlperf_fast.rnnt.config import CLOSED
 from mlperf_fast.rnnt.model import RNNT
 from mlperf_fast.rnnt.train import TrainingLoss
-
-T, U = 410, 60
 
 
 def main() -> None:
@@ -34,20 +33,12 @@ def main() -> None:
     args = ap.parse_args()
     rank, world, dev = distributed.setup("cuda")
     torch.manual_seed(0)
-    v = CLOSED.data.vocab_size + 1
-    model = RNNT(v, CLOSED.features.in_feats, CLOSED.model).to(dev)
+    model = RNNT(V, CLOSED.features.in_feats, CLOSED.model).to(dev)
     step_model = TrainingLoss(model)
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[dev.index])
-    o = CLOSED.optim
-    opt = ops.lamb_class()(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
-                           weight_decay=o.weight_decay, max_grad_norm=o.clip_norm)
-    g = torch.Generator().manual_seed(1 + rank)
-    b = args.batch
-    x = torch.randn((T, b, CLOSED.features.in_feats), generator=g).to(dev)
-    x_lens = torch.full((b,), T, dtype=torch.int32, device=dev)
-    y = torch.randint(1, v - 1, (b, U), generator=g, dtype=torch.int32).to(dev)
-    y_lens = torch.full((b,), U, dtype=torch.int32, device=dev)
+    opt = ops.make_lamb(model.parameters(), CLOSED.optim)
+    x, x_lens, y, y_lens = synthetic_batch(args.batch, dev, seed=1 + rank)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -68,9 +59,9 @@ def main() -> None:
     if world > 1:
         dist.all_reduce(ms, op=dist.ReduceOp.MAX)  # the step is as slow as its slowest rank
     if rank == 0:
-        result = {"gpus": world, "gpu": torch.cuda.get_device_name(dev), "batch_per_gpu": b,
+        result = {"gpus": world, "gpu": torch.cuda.get_device_name(dev), "batch_per_gpu": args.batch,
                   "step_ms": round(float(ms), 2),
-                  "utterances_per_s": round(world * b * 1000 / float(ms), 1),
+                  "utterances_per_s": round(world * args.batch * 1000 / float(ms), 1),
                   "torch": torch.__version__}
         line = json.dumps(result)
         print(line, flush=True)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from mlperf_fast.rnnt.config import OptimConfig
+
 _NEG = -1e30  # a finite "log 0": keeps logaddexp's gradient finite where both terms are empty
 
 
@@ -184,9 +186,18 @@ def fused_ops_available() -> bool:
             and _optional("mlperf_fast.ops", "rnnt_greedy_decode") is not None)
 
 
+def make_lamb(params: Iterable, o: OptimConfig,
+              cls: type[torch.optim.Optimizer] | None = None) -> torch.optim.Optimizer:
+    """``cls`` (default :func:`lamb_class`) over ``params`` (tensors or groups) with the LAMB
+    hyper-parameters of ``o``: lr, betas, eps, weight decay and the gradient-norm clip."""
+    return (cls or lamb_class())(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
+                                 weight_decay=o.weight_decay, max_grad_norm=o.clip_norm)
+
+
 def lamb_name() -> str:
     cls = lamb_class()
     return f"{cls.__module__}.{cls.__name__}"
 
 
-__all__ = ["Lamb", "fused_ops_available", "lamb_class", "lamb_name", "rnnt_loss", "rnnt_loss_torch"]
+__all__ = ["Lamb", "fused_ops_available", "lamb_class", "lamb_name", "make_lamb", "rnnt_loss",
+           "rnnt_loss_torch"]

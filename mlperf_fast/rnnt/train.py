@@ -212,8 +212,7 @@ class RNNTWorkload(Workload):
         groups.append({"params": [p for m in (self.model.joint_enc, self.model.joint_pred,
                                               self.model.joint_net) for p in m.parameters()],
                        "lr": o.lr})
-        self.opt = ops.lamb_class()(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
-                                    weight_decay=o.weight_decay, max_grad_norm=o.clip_norm)
+        self.opt = ops.make_lamb(groups, o)
         self.decoder = GreedyDecoder(self.tokenizer.blank, cfg.max_symbols_per_step,
                                      cfg.max_symbol_per_sample)
         self.step = 1
