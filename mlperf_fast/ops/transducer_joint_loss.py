@@ -78,8 +78,13 @@ _TF32_HI_MASK = -8192
 def split_tf32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 ``x`` as ``hi + lo`` exactly, ``hi`` holding TF32's bits so that a TF32 GEMM reads
     it unrounded; ``lo`` is below 2^-10 of ``|x|``, so TF32's rounding of it costs ~2^-21."""
+    return split_tf32_(x.clone())
+
+
+def split_tf32_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`split_tf32` with ``x`` itself becoming ``lo``: one new tensor instead of two."""
     hi = (x.view(torch.int32) & _TF32_HI_MASK).view(torch.float32)
-    return hi, x - hi
+    return hi, x.sub_(hi)
 
 
 @contextlib.contextmanager
@@ -184,7 +189,7 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
     keep = 1.0 - dropout
     mm_bias, mm, mm_grad_w = _gemms(fp32_gemm)
     # With "tf32x3" each operand used by two GEMMs is split once: the weight here, the joint
-    # activations and the logits' gradient per group (the latter in place, into its TF32 part).
+    # activations and the logits' gradient per group (the latter in place, into its remainder).
     # The split copies roughly double a group's buffers (1.41 GiB peak was measured at the
     # MLPerf shape with full groups), so groups are half as large.
     presplit = fp32_gemm == "tf32x3"
@@ -220,9 +225,7 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
             else:
                 db[0] += dl.view(-1, classes).sum(0, dtype=acc)
         if presplit:
-            hi = torch.empty_like(dl)
-            torch.bitwise_and(dl.view(torch.int32), _TF32_HI_MASK, out=hi.view(torch.int32))
-            dl = (hi, dl.sub_(hi))
+            dl = split_tf32_(dl)
         dl2 = _map(dl, lambda x: x.view(-1, classes))
         if need_w:
             zb = _map(z_op, lambda x: x.view(n, tc * uc, hid))
