@@ -77,27 +77,13 @@ def test_loss_and_gradients_match_reference(odd_time, rng_seed):
     torch.testing.assert_close(our_logits, logits, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("limits", [(30, None), (2, 5), (1, 0)])
-def test_greedy_transcripts_match_reference(limits, rng_seed):
+def test_greedy_transcripts_match_reference(device, limits, rng_seed):
+    # On CUDA the decoder is mlperf_fast.ops.rnnt_greedy_decode (CUDA graph, fused LSTM cell),
+    # here in float32 (amp off): the reference's transcripts, limits included.
     ref, ours = _models(rng_seed)
     # make symbols likelier than the blank so that the limits matter
-    with torch.no_grad():
-        ours.joint_net[2].bias[-1] -= 1.5
-        ref.joint_net[2].bias[-1] -= 1.5
-    x, x_lens, _, _ = _batch(rng_seed + 1, b=5, t=17)
-    per_step, per_sample = limits
-    want = reference.GreedyDecoder(N_CLASSES - 1, per_step, per_sample).decode(ref, x, x_lens)
-    got = GreedyDecoder(N_CLASSES - 1, per_step, per_sample).decode(ours, x, x_lens)
-    assert got == want
-    assert any(len(w) > 0 for w in want)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("limits", [(30, None), (2, 5)])
-def test_cuda_greedy_transcripts_match_reference(limits, rng_seed):
-    # On CUDA the decoder is mlperf_fast.ops.rnnt_greedy_decode (CUDA graph, fused LSTM cell),
-    # in float32: the reference's transcripts, limits included.
-    ref, ours = _models(rng_seed)
     with torch.no_grad():
         ours.joint_net[2].bias[-1] -= 1.5
         ref.joint_net[2].bias[-1] -= 1.5
@@ -105,8 +91,9 @@ def test_cuda_greedy_transcripts_match_reference(limits, rng_seed):
     x, x_lens, _, _ = _batch(rng_seed + 1, b=5, t=17)
     per_step, per_sample = limits
     want = reference.GreedyDecoder(N_CLASSES - 1, per_step, per_sample).decode(ref, x, x_lens)
-    got = GreedyDecoder(N_CLASSES - 1, per_step, per_sample).decode(ours.cuda(), x.cuda(),
-                                                                    x_lens.cuda())
+    got = GreedyDecoder(N_CLASSES - 1, per_step, per_sample).decode(ours.to(device),
+                                                                    x.to(device),
+                                                                    x_lens.to(device))
     assert got == want
     assert any(len(w) > 0 for w in want)
 
