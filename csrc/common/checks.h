@@ -6,12 +6,59 @@
 
 #include <string>
 
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+#include <c10/util/ArrayRef.h>
+
+#include <cstdio>
+#include <type_traits>
+
+// The message is built as one std::string (see detail::message) and handed to torch whole.
 #define MF_CHECK_VALUE(cond, arg, ...) \
-  TORCH_CHECK_VALUE(cond, "mlperf_fast: argument '", arg, "': ", __VA_ARGS__)
+  TORCH_CHECK_VALUE(cond, ::mlperf_fast::detail::message("mlperf_fast: argument '", arg, "': ", __VA_ARGS__))
 #define MF_CHECK_TYPE(cond, arg, ...) \
-  TORCH_CHECK_TYPE(cond, "mlperf_fast: argument '", arg, "': ", __VA_ARGS__)
+  TORCH_CHECK_TYPE(cond, ::mlperf_fast::detail::message("mlperf_fast: argument '", arg, "': ", __VA_ARGS__))
 
 namespace mlperf_fast {
+
+namespace detail {
+// Error messages are formatted without std::ostream: numbers through std::to_string and
+// snprintf, dtypes and devices through c10's own names. An extension built with a newer C++
+// toolchain than the one that built torch can find the stream's number formatter missing
+// (seen on a GPU machine: a segfault instead of the error, for every message with a number in
+// it), and these paths never touch it.
+inline void append(std::string& s, const char* x) { s += x; }
+inline void append(std::string& s, const std::string& x) { s += x; }
+inline void append(std::string& s, char x) { s += x; }
+inline void append(std::string& s, bool x) { s += x ? "true" : "false"; }
+template <typename T, std::enable_if_t<std::is_integral_v<T>, int> = 0>
+void append(std::string& s, T x) {
+  s += std::to_string(x);
+}
+inline void append(std::string& s, double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", x);
+  s += buf;
+}
+inline void append(std::string& s, float x) { append(s, static_cast<double>(x)); }
+inline void append(std::string& s, at::ScalarType x) { s += c10::toString(x); }
+inline void append(std::string& s, const c10::Device& x) { s += x.str(); }
+inline void append(std::string& s, c10::IntArrayRef x) {
+  s += '[';
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(x[i]);
+  }
+  s += ']';
+}
+
+template <typename... Args>
+std::string message(const Args&... args) {
+  std::string s;
+  (append(s, args), ...);
+  return s;
+}
+}  // namespace detail
 
 inline bool is_float_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
