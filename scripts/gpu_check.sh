@@ -8,6 +8,7 @@
 #   WHEELS=DIR        wheels to install first (--no-deps, into /tmp/site), e.g. mlperf-logging
 #   SKIP_TESTS=1      benchmarks only;  SKIP_BENCH=1  tests only
 #   BENCH_PATHS=...   benchmark files or folders (default: benchmarks)
+#   TEST_WORKERS=N    run the tests in N processes (pytest-xdist; the Triton JIT is CPU-bound)
 # Results: OUTDIR/build.log, info.txt, tests.log, tests.xml, bench.log, results/<gpu>.{json,md},
 # and a summary at the end of stdout.
 set -uo pipefail
@@ -40,10 +41,12 @@ python3 -m mlperf_fast.info | tee "$out/info.txt"
 
 kargs=()
 [ -n "$kexpr" ] && kargs=(-k "$kexpr")
+targs=()
+[ -n "${TEST_WORKERS:-}" ] && targs=(-n "$TEST_WORKERS")
 
 if [ -z "${SKIP_TESTS:-}" ]; then
   echo "== cuda tests"
-  python3 -m pytest tests -m cuda -q -p no:cacheprovider --continue-on-collection-errors "${kargs[@]}" --junitxml "$out/tests.xml" \
+  python3 -m pytest tests -m cuda -q -p no:cacheprovider --continue-on-collection-errors "${kargs[@]}" "${targs[@]}" --junitxml "$out/tests.xml" \
     > "$out/tests.log" 2>&1
   rc=$?
   if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then status=1; fi
