@@ -112,10 +112,18 @@ def _alpha_pass(lp_blank, lp_emit, alpha, log_like, b, plane, t_len, u_len, lane
     prev, _ = tl.associative_scan((a, c), 0, _compose)
     prev = tl.where(in_u, prev, float("-inf"))
     tl.store(alpha + plane + lane, prev, mask=in_u)
+    # Each step's operands are loaded one step ahead, so their latency hides behind the scan of
+    # the step before: the recursion is latency-bound, one short scan per time step.
+    nxt_a = tl.load(lp_blank + plane + lane, mask=in_u & (t_len > 1), other=float("-inf"))
+    nxt_c = tl.load(lp_emit + plane + U1 + lane - 1, mask=in_u & (lane >= 1) & (t_len > 1),
+                    other=0.0)
     for t in range(1, t_len):
         row = plane + t * U1
-        a = prev + tl.load(lp_blank + row - U1 + lane, mask=in_u, other=float("-inf"))
-        c = tl.load(lp_emit + row + lane - 1, mask=in_u & (lane >= 1), other=0.0)
+        a = prev + nxt_a
+        c = nxt_c
+        more = t + 1 < t_len
+        nxt_a = tl.load(lp_blank + row + lane, mask=in_u & more, other=float("-inf"))
+        nxt_c = tl.load(lp_emit + row + U1 + lane - 1, mask=in_u & (lane >= 1) & more, other=0.0)
         prev, _ = tl.associative_scan((a, c), 0, _compose)
         prev = tl.where(in_u, prev, float("-inf"))
         tl.store(alpha + row + lane, prev, mask=in_u)
@@ -135,13 +143,20 @@ def _beta_pass(lp_blank, lp_emit, beta, log_like, b, plane, t_len, u_len, lane, 
     prev, _ = tl.associative_scan((a, c), 0, _compose)
     prev = tl.where(in_u, prev, float("-inf"))
     tl.store(beta + row + u, prev, mask=in_u)
+    # Operands one step ahead, as in the alpha pass.
+    row = row - U1
+    nxt_a = tl.load(lp_blank + row + u, mask=in_u & (t_len > 1), other=float("-inf"))
+    nxt_c = tl.load(lp_emit + row + u, mask=in_u & (lane >= 1) & (t_len > 1), other=0.0)
     for i in range(1, t_len):
-        row = plane + (t_len - 1 - i) * U1
-        a = prev + tl.load(lp_blank + row + u, mask=in_u, other=float("-inf"))
-        c = tl.load(lp_emit + row + u, mask=in_u & (lane >= 1), other=0.0)
+        a = prev + nxt_a
+        c = nxt_c
+        row = row - U1
+        more = i + 1 < t_len
+        nxt_a = tl.load(lp_blank + row + u, mask=in_u & more, other=float("-inf"))
+        nxt_c = tl.load(lp_emit + row + u, mask=in_u & (lane >= 1) & more, other=0.0)
         prev, _ = tl.associative_scan((a, c), 0, _compose)
         prev = tl.where(in_u, prev, float("-inf"))
-        tl.store(beta + row + u, prev, mask=in_u)
+        tl.store(beta + row + U1 + u, prev, mask=in_u)
     # The loss comes from beta[0, 0]; alpha's end point is its check (they agree to rounding).
     ll_beta = tl.sum(tl.where(lane == u_len, prev, 0.0), axis=0)
     tl.store(log_like + b, ll_beta)

@@ -9,6 +9,9 @@ tensor cores. Triton does the split inside ``tl.dot(..., input_precision="tf32x3
 One kernel with arbitrary strides serves the three shapes: logits = z @ W^T (+ bias),
 dz = dlogits @ W, and dW = dlogits^T @ z, the last split along its long K (rows) dimension
 into float32 partials, since its M x N (V x H) is only a few dozen tiles.
+
+``split_tf32`` is the split for cuBLAS's TF32 GEMMs (the "tf32x3" path): one pass that reads
+each element once and writes both parts, where torch's ops take five to seven passes.
 """
 from __future__ import annotations
 
@@ -76,3 +79,24 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
                       PRECISION=precision, BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8,
                       num_warps=8, num_stages=3)
     return out[0] if splits == 1 else out.sum(0)
+
+
+@triton.jit
+def _split_tf32(x, hi, lo, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    v = tl.load(x + offs, mask=m)
+    h = (v.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+    tl.store(hi + offs, h, mask=m)
+    tl.store(lo + offs, v - h, mask=m)
+
+
+def split_tf32(x: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """Contiguous float32 ``x`` as ``hi + lo``: returns ``hi`` (TF32's sign, exponent and 10
+    mantissa bits) and writes the exact remainder into ``lo``, which may be ``x`` itself."""
+    hi = torch.empty_like(x)
+    n = x.numel()
+    if n:
+        block = 4096
+        _split_tf32[(triton.cdiv(n, block),)](x, hi, lo, n, BLOCK=block, num_warps=8)
+    return hi

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import mlperf_fast.ops.rnnt_loss  # noqa: F401  (the module; the package exports the function)
-from mlperf_fast.ops._library import choose_backend
+from mlperf_fast.ops._library import choose_backend, triton_usable
 
 _loss = sys.modules["mlperf_fast.ops.rnnt_loss"]
 
@@ -78,13 +78,30 @@ _TF32_HI_MASK = -8192
 def split_tf32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """float32 ``x`` as ``hi + lo`` exactly, ``hi`` holding TF32's bits so that a TF32 GEMM reads
     it unrounded; ``lo`` is below 2^-10 of ``|x|``, so TF32's rounding of it costs ~2^-21."""
+    if _fused_split(x):
+        lo = torch.empty_like(x)
+        return _kernels().split_tf32(x, lo), lo
     return split_tf32_(x.clone())
 
 
 def split_tf32_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`split_tf32` with ``x`` itself becoming ``lo``: one new tensor instead of two."""
+    if _fused_split(x):
+        return _kernels().split_tf32(x, x), x
     hi = (x.view(torch.int32) & _TF32_HI_MASK).view(torch.float32)
     return hi, x.sub_(hi)
+
+
+def _fused_split(x: torch.Tensor) -> bool:
+    # On a GPU one Triton pass (kernels/transducer_joint_loss.py) instead of torch's five to
+    # seven; the split tensors here are the joint's activations and logits, gigabytes a step.
+    return x.is_cuda and x.is_contiguous() and triton_usable(x.device)
+
+
+def _kernels():
+    from mlperf_fast.kernels import transducer_joint_loss
+
+    return transducer_joint_loss
 
 
 @contextlib.contextmanager

@@ -231,6 +231,33 @@ def test_tf32x3_matmul(device, splits, rng_seed):
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+@pytest.mark.parametrize("n", [0, 1, 4097, 30001])
+def test_split_tf32_kernel(device, n, rng_seed):
+    # The one-pass Triton split gives the torch split's bits, in place or into a new tensor,
+    # over odd sizes (one element, a partial last block) and extreme values (inf, nan, -0.0,
+    # denormals).
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("needs Triton's interpreter")
+    from mlperf_fast.kernels.transducer_joint_loss import split_tf32 as kernel_split
+    from mlperf_fast.ops.transducer_joint_loss import _TF32_HI_MASK
+
+    gen = torch.Generator().manual_seed(rng_seed)
+    x = torch.randn(n, generator=gen) * torch.logspace(-40, 38, n) if n else torch.empty(0)
+    if n > 8:
+        x[:5] = torch.tensor([float("inf"), float("nan"), -0.0, 1e-40, -3.0e38])
+    hi_ref = (x.view(torch.int32) & _TF32_HI_MASK).view(torch.float32)
+    lo_ref = x - hi_ref
+    xd = x.to(device)
+    lo = torch.empty_like(xd)
+    hi = kernel_split(xd, lo)
+    assert torch.equal(hi.cpu().view(torch.int32), hi_ref.view(torch.int32))
+    torch.testing.assert_close(lo.cpu(), lo_ref, rtol=0, atol=0, equal_nan=True)
+    hi2 = kernel_split(xd, xd)  # in place: x becomes lo
+    assert torch.equal(hi2.cpu().view(torch.int32), hi_ref.view(torch.int32))
+    torch.testing.assert_close(xd.cpu(), lo_ref, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_mm_tf32x3(device, rng_seed):
     # The cuBLAS 3xTF32 product: float32-level error against float64, strided operands, the
     # bias, an empty K; TF32 settings are as they were afterwards.
