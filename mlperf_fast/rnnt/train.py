@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import hashlib
 import os
 import sys
+import time
 from typing import Any
 
 import torch
@@ -248,14 +249,20 @@ class RNNTWorkload(Workload):
                    for b in self.sampler.epoch(epoch)]
         # the input pipeline runs one micro-batch ahead on a thread of its own (its torch ops
         # release the GIL), in order, so its random draws do not depend on timing
+        start, waited = time.perf_counter(), [0.0]
         with ThreadPoolExecutor(max_workers=1) as pool:
-            inputs = _prefetch(pool, self.train_pipe.batch,
-                               [c for chunks in chunked for c in chunks], depth=2)
+            inputs = _waiting(_prefetch(pool, self.train_pipe.batch,
+                                        [c for chunks in chunked for c in chunks], depth=2),
+                              waited)
             losses = [self._train_step(epoch, chunks, inputs) for chunks in chunked]
         if self.ctx.rank == 0 and losses:
-            mean = float(torch.stack(losses).mean())
+            mean = float(torch.stack(losses).mean())  # waits for the GPU's last step
+            elapsed = time.perf_counter() - start
+            # The input pipeline's share: time the training loop spent blocked on the next
+            # batch. Near zero means the pipeline kept ahead of the model.
             _say(f"epoch {epoch + 1}: mean training loss {mean:.3f}, "
-                 f"learning rate {self.opt.param_groups[0]['lr']:.2e}")
+                 f"learning rate {self.opt.param_groups[0]['lr']:.2e}, {elapsed:.1f} s, "
+                 f"waiting for input {waited[0]:.2f} s ({100 * waited[0] / elapsed:.1f}%)")
 
     def _train_step(self, epoch: int, chunks: list[list[int]], inputs) -> torch.Tensor:
         """One optimizer step over the micro-batches of one global batch."""
@@ -344,6 +351,19 @@ class TrainingLoss(torch.nn.Module):
     def forward(self, x: torch.Tensor, x_lens: torch.Tensor, y: torch.Tensor,
                 y_lens: torch.Tensor) -> torch.Tensor:
         return self.model.loss(x, x_lens, y, y_lens)
+
+
+def _waiting(items, waited: list[float]):
+    """The items of an iterator, adding the seconds spent waiting for each to ``waited[0]``."""
+    it = iter(items)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        waited[0] += time.perf_counter() - t0
+        yield item
 
 
 def _prefetch(pool, fn, items, depth: int):
