@@ -10,10 +10,13 @@ Triton on a GPU, else torch. ``MLPERF_FAST_BACKEND`` overrides the default for e
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 import torch
 
@@ -86,6 +89,21 @@ def choose_backend(op: str, device: torch.device, requested: str = "auto") -> st
             f"(or TRITON_INTERPRET=1 for CPU tensors); got a {device.type} tensor"
         )
     return requested
+
+
+def run_op(op: str, device: torch.device, requested: str, args: tuple, kernel_module: str,
+           torch_fn: Callable[..., Any]) -> Any:
+    """``op(*args)`` on the backend that ``choose_backend`` picks: the extension's
+    ``torch.ops.mlperf_fast.<op>``, the function ``<op>`` of ``mlperf_fast.kernels.<kernel_module>``
+    (imported only when chosen: Triton is optional), or ``torch_fn``. For ops whose three backends
+    take the same arguments."""
+    chosen = choose_backend(op, device, requested)
+    if chosen == "native":
+        return getattr(torch.ops.mlperf_fast, op)(*args)
+    if chosen == "triton":
+        module = importlib.import_module(f"mlperf_fast.kernels.{kernel_module}")
+        return getattr(module, op)(*args)
+    return torch_fn(*args)
 
 
 def choose_triton_or_torch(op: str, device: torch.device, requested: str = "auto") -> str:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mlperf_fast.ops._library import choose_backend, load_extension
+from mlperf_fast.ops._library import load_extension, run_op
 
 Tensors = Sequence[torch.Tensor]
 
@@ -97,20 +97,12 @@ def lamb_step(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: T
     """
     if not params:
         return
-    chosen = choose_backend("lamb_step", params[0].device, backend)
     args = (list(params), list(grads), list(exp_avgs), list(exp_avg_sqs), list(master_params),
             list(steps), lr_t, float(lr), float(beta1), float(beta2), float(eps),
             float(weight_decay), bool(bias_correction), bool(adam_w_mode), bool(grad_averaging),
             bool(use_nvlamb), grad_norm, float(max_grad_norm), grad_scale, found_inf,
             int(batch_elems))
-    if chosen == "native":
-        torch.ops.mlperf_fast.lamb_step(*args)
-    elif chosen == "triton":
-        from mlperf_fast.kernels import lamb as triton_kernel
-
-        triton_kernel.lamb_step(*args)
-    else:
-        lamb_step_torch(*args)
+    run_op("lamb_step", params[0].device, backend, args, "lamb", lamb_step_torch)
 
 
 def adam_step(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: Tensors,
@@ -121,18 +113,10 @@ def adam_step(params: Tensors, grads: Tensors, exp_avgs: Tensors, exp_avg_sqs: T
     """One Adam (adam_w_mode False: L2 decay added to the gradient) or AdamW step, in place."""
     if not params:
         return
-    chosen = choose_backend("adam_step", params[0].device, backend)
     args = (list(params), list(grads), list(exp_avgs), list(exp_avg_sqs), list(master_params),
             list(steps), lr_t, float(lr), float(beta1), float(beta2), float(eps),
             float(weight_decay), bool(bias_correction), bool(adam_w_mode), grad_scale, found_inf)
-    if chosen == "native":
-        torch.ops.mlperf_fast.adam_step(*args)
-    elif chosen == "triton":
-        from mlperf_fast.kernels import lamb as triton_kernel
-
-        triton_kernel.adam_step(*args)
-    else:
-        adam_step_torch(*args)
+    run_op("adam_step", params[0].device, backend, args, "lamb", adam_step_torch)
 
 
 if load_extension():

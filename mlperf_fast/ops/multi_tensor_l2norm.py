@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from mlperf_fast.ops import _checks
-from mlperf_fast.ops._library import choose_backend, load_extension
+from mlperf_fast.ops._library import load_extension, run_op
 
 # Elements per chunk (one CUDA block's or Triton program's work); matches kL2NormChunk in
 # csrc/multi_tensor_l2norm/multi_tensor_l2norm.h.
@@ -45,14 +45,8 @@ def multi_tensor_l2norm(
     _checks.float_dtypes(tensors, "tensors")
     if not tensors:
         return torch.zeros((), dtype=torch.float32), torch.zeros(0, dtype=torch.float32)
-    chosen = choose_backend("multi_tensor_l2norm", tensors[0].device, backend)
-    if chosen == "native":
-        return torch.ops.mlperf_fast.multi_tensor_l2norm(tensors, per_tensor)
-    if chosen == "triton":
-        from mlperf_fast.kernels import multi_tensor_l2norm as triton_kernel
-
-        return triton_kernel.multi_tensor_l2norm(tensors, per_tensor)
-    return multi_tensor_l2norm_torch(tensors, per_tensor)
+    return run_op("multi_tensor_l2norm", tensors[0].device, backend, (tensors, per_tensor),
+                  "multi_tensor_l2norm", multi_tensor_l2norm_torch)
 
 
 def multi_tensor_l2norm_torch(

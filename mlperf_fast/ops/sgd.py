@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mlperf_fast.ops._library import choose_backend, load_extension
+from mlperf_fast.ops._library import load_extension, run_op
 from mlperf_fast.ops.lamb import prologue
 
 Tensors = Sequence[torch.Tensor]
@@ -64,18 +64,10 @@ def sgd_step(params: Tensors, grads: Tensors, momentum_buffers: Tensors, master_
     buffers to the first direction (torch.optim.SGD's first step) instead of reading them."""
     if not params:
         return
-    chosen = choose_backend("sgd_step", params[0].device, backend)
     args = (list(params), list(grads), list(momentum_buffers), list(master_params), lr_t,
             float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov),
             bool(first_run), grad_scale, found_inf)
-    if chosen == "native":
-        torch.ops.mlperf_fast.sgd_step(*args)
-    elif chosen == "triton":
-        from mlperf_fast.kernels import sgd as triton_kernel
-
-        triton_kernel.sgd_step(*args)
-    else:
-        sgd_step_torch(*args)
+    run_op("sgd_step", params[0].device, backend, args, "sgd", sgd_step_torch)
 
 
 def lars_step(params: Tensors, grads: Tensors, momentum_buffers: Tensors, master_params: Tensors,
@@ -87,18 +79,10 @@ def lars_step(params: Tensors, grads: Tensors, momentum_buffers: Tensors, master
     and of the grads as given (before division by ``grad_scale``)."""
     if not params:
         return
-    chosen = choose_backend("lars_step", params[0].device, backend)
     args = (list(params), list(grads), list(momentum_buffers), list(master_params), param_norms,
             grad_norms, lr_t, float(lr), float(momentum), float(weight_decay),
             float(trust_coefficient), float(eps), bool(adapt), grad_scale, found_inf)
-    if chosen == "native":
-        torch.ops.mlperf_fast.lars_step(*args)
-    elif chosen == "triton":
-        from mlperf_fast.kernels import sgd as triton_kernel
-
-        triton_kernel.lars_step(*args)
-    else:
-        lars_step_torch(*args)
+    run_op("lars_step", params[0].device, backend, args, "sgd", lars_step_torch)
 
 
 if load_extension():
