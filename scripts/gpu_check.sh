@@ -9,6 +9,8 @@
 #   SKIP_TESTS=1      benchmarks only;  SKIP_BENCH=1  tests only
 #   BENCH_PATHS=...   benchmark files or folders (default: benchmarks)
 #   TEST_WORKERS=N    run the tests in N processes (pytest-xdist; the Triton JIT is CPU-bound)
+#   PACK=1            at the end, replace OUTDIR by one archive OUTDIR.tgz (for transports that
+#                     bring back only a few files)
 # Results: OUTDIR/build.log, info.txt, tests.log, tests.xml, bench.log, results/<gpu>.{json,md},
 # and a summary at the end of stdout.
 set -uo pipefail
@@ -69,4 +71,7 @@ if [ -z "${SKIP_BENCH:-}" ]; then
   done
 fi
 echo "== done in $(( $(date +%s) - start )) s, status $status"
+if [ -n "${PACK:-}" ]; then
+  tar czf "$out.tgz" -C "$out" . && rm -rf "$out" && echo "   packed into $out.tgz"
+fi
 exit $status
