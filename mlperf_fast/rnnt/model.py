@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from mlperf_fast.rnnt import ops
-from mlperf_fast.rnnt.ops import fused_ops_available
 from mlperf_fast.rnnt.config import ModelConfig
 from mlperf_fast.rnnt.reference import LSTM
 
@@ -105,7 +104,7 @@ class RNNT(nn.Module):
                    y: torch.Tensor, y_lens: torch.Tensor) -> torch.Tensor:
         """Mean transducer loss over the batch, from encoder and prediction outputs."""
         t, u = int(f_lens.max()), int(y_lens.max())
-        if f.is_cuda and fused_ops_available():
+        if f.is_cuda and ops.fused_ops_available():
             from mlperf_fast.ops import transducer_joint_loss
 
             with self._autocast(f.device):
@@ -160,7 +159,7 @@ class GreedyDecoder:
     def _decode(self, model: RNNT, x: torch.Tensor, x_lens: torch.Tensor) -> list[list[int]]:
         f, f_lens = model.encode(x, x_lens)
         fe = model.joint_enc(f)  # (B, T, J)
-        if fe.is_cuda and fused_ops_available():
+        if fe.is_cuda and ops.fused_ops_available():
             from mlperf_fast.ops import rnnt_greedy_decode
             from mlperf_fast.ops.rnnt_greedy import PredictionNet
 

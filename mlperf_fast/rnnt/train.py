@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mlperf_fast.harness.mllog import C
+from mlperf_fast.harness.timing import Stopwatch
 from mlperf_fast.harness.workload import DataError, RunContext, Workload
 from mlperf_fast.rnnt import data, ops
 from mlperf_fast.rnnt.config import CONFIGS, RNNTConfig
@@ -249,15 +250,15 @@ class RNNTWorkload(Workload):
                    for b in self.sampler.epoch(epoch)]
         # the input pipeline runs one micro-batch ahead on a thread of its own (its torch ops
         # release the GIL), in order, so its random draws do not depend on timing
-        start, waited = time.perf_counter(), [0.0]
+        watch, waited = Stopwatch(dev), [0.0]
         with ThreadPoolExecutor(max_workers=1) as pool:
             inputs = _waiting(_prefetch(pool, self.train_pipe.batch,
                                         [c for chunks in chunked for c in chunks], depth=2),
                               waited)
             losses = [self._train_step(epoch, chunks, inputs) for chunks in chunked]
         if self.ctx.rank == 0 and losses:
-            mean = float(torch.stack(losses).mean())  # waits for the GPU's last step
-            elapsed = time.perf_counter() - start
+            mean = float(torch.stack(losses).mean())
+            elapsed = watch.elapsed()
             # The input pipeline's share: time the training loop spent blocked on the next
             # batch. Near zero means the pipeline kept ahead of the model.
             _say(f"epoch {epoch + 1}: mean training loss {mean:.3f}, "
