@@ -12,28 +12,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from detection_inputs import LEVELS, retinanet_anchors
 
 from mlperf_fast.ops.retinanet_postprocess import retinanet_postprocess
 
-LEVELS = [100 * 100 * 9, 50 * 50 * 9, 25 * 25 * 9, 13 * 13 * 9, 7 * 7 * 9]
 CLASSES = 264
 BATCH = 32
-
-
-def _anchors():
-    out = []
-    for stride, size in zip((8, 16, 32, 64, 128), (100, 50, 25, 13, 7)):
-        c = (torch.arange(size, device="cuda", dtype=torch.float32) + 0.5) * stride
-        cy, cx = torch.meshgrid(c, c, indexing="ij")
-        ctr = torch.stack([cx, cy], -1).reshape(-1, 1, 2)
-        base = 4 * stride
-        wh = []
-        for scale in (1.0, 2 ** (1 / 3), 2 ** (2 / 3)):
-            for ratio in (0.5, 1.0, 2.0):
-                wh.append([base * scale / ratio ** 0.5, base * scale * ratio ** 0.5])
-        wh = torch.tensor(wh, device="cuda").reshape(1, 9, 2)
-        out.append(torch.cat([ctr - wh / 2, ctr + wh / 2], -1).reshape(-1, 4))
-    return torch.cat(out)
 
 
 def _torchvision_loop(tv, cls_logits, bbox_regression, anchors, image_shapes):
@@ -70,7 +54,7 @@ def _torchvision_loop(tv, cls_logits, bbox_regression, anchors, image_shapes):
 
 def test_retinanet_postprocess(measure):
     tv = pytest.importorskip("torchvision")
-    anchors = _anchors()
+    anchors = retinanet_anchors()
     a = anchors.shape[0]
     gen = torch.Generator(device="cuda").manual_seed(0)
     cls_logits = torch.randn(BATCH, a, CLASSES, device="cuda", generator=gen) * 1.5 - 6
