@@ -6,9 +6,8 @@ Three kernels, each reading the (B, T, U+1, V) logits at most once:
    online logsumexp over vocabulary tiles) and the two log-probabilities the recursions need,
    blank and the next target label. Rows outside an utterance's lengths are skipped.
 2. ``_alpha_beta``, two programs per utterance, one for the forward (alpha) and one for the
-   backward (beta) recursion over the lattice, one time step at a time; along u each step is a first-order
-   linear recurrence in log space, x_u = logaddexp(a_u, c_u + x_{u-1}), done as an associative
-   scan in registers (no shared-memory wavefront, no barriers).
+   backward (beta) recursion over the lattice, one anti-diagonal (t + u constant) at a time:
+   a lane per u, neighbours exchanged by register shuffles, no shared memory and no barriers.
 3. ``_row_grad``, one program per row: the gradient with respect to the logits, written
    directly (scaled by the incoming gradient of each utterance's loss).
 
@@ -78,12 +77,6 @@ def _logaddexp(x, y):
 
 
 @triton.jit
-def _compose(a1, c1, a2, c2):
-    # (a, c) stands for the map x -> logaddexp(a, c + x); this is "first map 1, then map 2".
-    return _logaddexp(a2, c2 + a1), c1 + c2
-
-
-@triton.jit
 def _alpha_beta(
     lp_blank, lp_emit, logit_lengths, target_lengths, alpha, beta, log_like,
     T, U1,
@@ -97,68 +90,86 @@ def _alpha_beta(
     plane = b * T * U1
 
     if tl.program_id(1) == 0:
-        _alpha_pass(lp_blank, lp_emit, alpha, log_like, b, plane, t_len, u_len, lane, in_u, U1,
-                    tl.num_programs(0))
+        _alpha_pass(lp_blank, lp_emit, alpha, log_like, plane, b, t_len, u_len, lane, in_u, U1,
+                    tl.num_programs(0), BLOCK_U)
     else:
-        _beta_pass(lp_blank, lp_emit, beta, log_like, b, plane, t_len, u_len, lane, in_u, U1)
+        _beta_pass(lp_blank, lp_emit, beta, log_like, plane, b, t_len, u_len, lane, in_u, U1,
+                   BLOCK_U)
+
+
+# Both recursions run one anti-diagonal d = t + u at a time, lane u holding node (d - u, u): a
+# node's two neighbours in the recursion lie on the diagonal before, in its own lane and the
+# next one, so a step is one logaddexp per lane and a one-lane shift (register shuffles in one
+# warp). T + U such steps replace T scans of U + 1 lanes, whose depth made each time step
+# ~1.5 us. Each step's operands are loaded two steps ahead, hiding their latency.
 
 
 @triton.jit
-def _alpha_pass(lp_blank, lp_emit, alpha, log_like, b, plane, t_len, u_len, lane, in_u, U1,
-                n_b):
-    # alpha[t, u] = logaddexp(alpha[t-1, u] + blank[t-1, u], alpha[t, u-1] + emit[t, u-1])
-    a = tl.where(lane == 0, 0.0, float("-inf"))
-    c = tl.load(lp_emit + plane + lane - 1, mask=in_u & (lane >= 1), other=0.0)
-    prev, _ = tl.associative_scan((a, c), 0, _compose)
-    prev = tl.where(in_u, prev, float("-inf"))
-    tl.store(alpha + plane + lane, prev, mask=in_u)
-    # Each step's operands are loaded one step ahead, so their latency hides behind the scan of
-    # the step before: the recursion is latency-bound, one short scan per time step.
-    nxt_a = tl.load(lp_blank + plane + lane, mask=in_u & (t_len > 1), other=float("-inf"))
-    nxt_c = tl.load(lp_emit + plane + U1 + lane - 1, mask=in_u & (lane >= 1) & (t_len > 1),
-                    other=0.0)
-    for t in range(1, t_len):
-        row = plane + t * U1
-        a = prev + nxt_a
-        c = nxt_c
-        more = t + 1 < t_len
-        nxt_a = tl.load(lp_blank + row + lane, mask=in_u & more, other=float("-inf"))
-        nxt_c = tl.load(lp_emit + row + U1 + lane - 1, mask=in_u & (lane >= 1) & more, other=0.0)
-        prev, _ = tl.associative_scan((a, c), 0, _compose)
-        prev = tl.where(in_u, prev, float("-inf"))
-        tl.store(alpha + row + lane, prev, mask=in_u)
+def _alpha_operands(lp_blank, lp_emit, plane, d, lane, in_u, t_len, U1):
+    # alpha[t, u] = logaddexp(alpha[t-1, u] + blank[t-1, u], alpha[t, u-1] + emit[t, u-1]):
+    # -inf at nodes off the lattice, so that those stay -inf.
+    t = d - lane
+    node = in_u & (t >= 0) & (t < t_len)
+    bl = tl.load(lp_blank + plane + (t - 1) * U1 + lane, mask=node & (t >= 1),
+                 other=float("-inf"))
+    em = tl.load(lp_emit + plane + t * U1 + lane - 1, mask=node & (lane >= 1),
+                 other=float("-inf"))
+    return bl, em
+
+
+@triton.jit
+def _alpha_pass(lp_blank, lp_emit, alpha, log_like, plane, b, t_len, u_len, lane, in_u, U1, n_b,
+                BLOCK_U: tl.constexpr):
+    prev = tl.where(lane == 0, 0.0, float("-inf"))
+    tl.store(alpha + plane + lane, prev, mask=lane == 0)
+    left = tl.maximum(lane - 1, 0)
+    bl1, em1 = _alpha_operands(lp_blank, lp_emit, plane, 1, lane, in_u, t_len, U1)
+    bl2, em2 = _alpha_operands(lp_blank, lp_emit, plane, 2, lane, in_u, t_len, U1)
+    for d in range(1, t_len + u_len):
+        # Past the last diagonal every lane is off the lattice: the loads are masked out.
+        bl3, em3 = _alpha_operands(lp_blank, lp_emit, plane, d + 2, lane, in_u, t_len, U1)
+        from_left = tl.gather(prev, left, 0)
+        prev = _logaddexp(prev + bl1, from_left + em1)
+        t = d - lane
+        tl.store(alpha + plane + t * U1 + lane, prev, mask=in_u & (t >= 0) & (t < t_len))
+        bl1, em1, bl2, em2 = bl2, em2, bl3, em3
     last = plane + (t_len - 1) * U1 + u_len
     ll_alpha = tl.sum(tl.where(lane == u_len, prev, 0.0), axis=0) + tl.load(lp_blank + last)
     tl.store(log_like + n_b + b, ll_alpha)
 
 
 @triton.jit
-def _beta_pass(lp_blank, lp_emit, beta, log_like, b, plane, t_len, u_len, lane, in_u, U1):
-    # beta in reversed lanes: lane j holds u = u_len - j, so the recurrence along u runs forward.
-    # beta[t, u] = logaddexp(beta[t+1, u] + blank[t, u], beta[t, u+1] + emit[t, u])
-    u = u_len - lane
-    row = plane + (t_len - 1) * U1
-    a = tl.where(lane == 0, tl.load(lp_blank + row + u, mask=lane == 0, other=0.0), float("-inf"))
-    c = tl.load(lp_emit + row + u, mask=in_u & (lane >= 1), other=0.0)
-    prev, _ = tl.associative_scan((a, c), 0, _compose)
-    prev = tl.where(in_u, prev, float("-inf"))
-    tl.store(beta + row + u, prev, mask=in_u)
-    # Operands one step ahead, as in the alpha pass.
-    row = row - U1
-    nxt_a = tl.load(lp_blank + row + u, mask=in_u & (t_len > 1), other=float("-inf"))
-    nxt_c = tl.load(lp_emit + row + u, mask=in_u & (lane >= 1) & (t_len > 1), other=0.0)
-    for i in range(1, t_len):
-        a = prev + nxt_a
-        c = nxt_c
-        row = row - U1
-        more = i + 1 < t_len
-        nxt_a = tl.load(lp_blank + row + u, mask=in_u & more, other=float("-inf"))
-        nxt_c = tl.load(lp_emit + row + u, mask=in_u & (lane >= 1) & more, other=0.0)
-        prev, _ = tl.associative_scan((a, c), 0, _compose)
-        prev = tl.where(in_u, prev, float("-inf"))
-        tl.store(beta + row + U1 + u, prev, mask=in_u)
+def _beta_operands(lp_blank, lp_emit, plane, d, lane, in_u, t_len, U1):
+    # beta[t, u] = logaddexp(beta[t+1, u] + blank[t, u], beta[t, u+1] + emit[t, u]).
+    t = d - lane
+    node = in_u & (t >= 0) & (t < t_len)
+    off = plane + t * U1 + lane
+    bl = tl.load(lp_blank + off, mask=node, other=float("-inf"))
+    em = tl.load(lp_emit + off, mask=node, other=float("-inf"))
+    return bl, em
+
+
+@triton.jit
+def _beta_pass(lp_blank, lp_emit, beta, log_like, plane, b, t_len, u_len, lane, in_u, U1,
+               BLOCK_U: tl.constexpr):
+    # Starts from a virtual node (t_len, u_len) of value 0, one diagonal past the lattice: then
+    # beta[t_len-1, u_len] = blank[t_len-1, u_len] falls out of the general step. emit[t, u_len]
+    # is -inf (row_stats), so the last lane takes nothing from its right.
+    prev = tl.where(lane == u_len, 0.0, float("-inf"))
+    right = tl.minimum(lane + 1, BLOCK_U - 1)
+    top = t_len + u_len - 1
+    bl1, em1 = _beta_operands(lp_blank, lp_emit, plane, top, lane, in_u, t_len, U1)
+    bl2, em2 = _beta_operands(lp_blank, lp_emit, plane, top - 1, lane, in_u, t_len, U1)
+    for i in range(t_len + u_len):
+        d = top - i
+        bl3, em3 = _beta_operands(lp_blank, lp_emit, plane, d - 2, lane, in_u, t_len, U1)
+        from_right = tl.gather(prev, right, 0)
+        prev = _logaddexp(prev + bl1, from_right + em1)
+        t = d - lane
+        tl.store(beta + plane + t * U1 + lane, prev, mask=in_u & (t >= 0) & (t < t_len))
+        bl1, em1, bl2, em2 = bl2, em2, bl3, em3
     # The loss comes from beta[0, 0]; alpha's end point is its check (they agree to rounding).
-    ll_beta = tl.sum(tl.where(lane == u_len, prev, 0.0), axis=0)
+    ll_beta = tl.sum(tl.where(lane == 0, prev, 0.0), axis=0)
     tl.store(log_like + b, ll_beta)
 
 
@@ -166,7 +177,8 @@ def _beta_pass(lp_blank, lp_emit, beta, log_like, b, plane, t_len, u_len, lane, 
 def _row_grad(
     logits, grad, targets, logit_lengths, target_lengths, lse, lp_blank, lp_emit, alpha, beta,
     log_like, scale, row_base, T, U1, V, UMAX, blank, clamp,
-    FUSED: tl.constexpr, CLAMP: tl.constexpr, PACKED: tl.constexpr, BLOCK_V: tl.constexpr,
+    FUSED: tl.constexpr, CLAMP: tl.constexpr, PACKED: tl.constexpr, SPLIT: tl.constexpr,
+    BLOCK_V: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
     u = row % U1
@@ -211,9 +223,18 @@ def _row_grad(
         if CLAMP:
             g = tl.minimum(tl.maximum(g, -clamp), clamp)
         g = tl.where(valid, g * g_scale, 0.0)
-        # Packed rows exist only inside the lattice; dense padding rows get zeros.
-        tl.store(grad + lrow * V + v, g.to(grad.dtype.element_ty),
-                 mask=in_v & in_lattice if PACKED else in_v)
+        if SPLIT:
+            # float32 rows of 3V: [hi | lo | hi], TF32's part of g and the exact remainder,
+            # the left operand of the 3xTF32 GEMMs that follow (dense rows only).
+            hi = (g.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+            out = grad + lrow * 3 * V + v
+            tl.store(out, hi, mask=in_v)
+            tl.store(out + V, g - hi, mask=in_v)
+            tl.store(out + 2 * V, hi, mask=in_v)
+        else:
+            # Packed rows exist only inside the lattice; dense padding rows get zeros.
+            tl.store(grad + lrow * V + v, g.to(grad.dtype.element_ty),
+                     mask=in_v & in_lattice if PACKED else in_v)
 
 
 def row_stats(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
@@ -250,8 +271,8 @@ def alpha_beta(lp_blank: torch.Tensor, lp_emit: torch.Tensor, logit_lengths: tor
     log_like = torch.empty((2, bsz), dtype=torch.float32, device=lp_blank.device)
     if bsz:
         block_u = triton.next_power_of_2(max(u1, 2))
-        # One warp up to 256 lanes: the scan then stays within the warp's shuffles, and the
-        # recursion's T sequential steps are latency-bound.
+        # One warp up to 256 lanes: the shift between lanes then stays within the warp's
+        # shuffles, and the recursion's T + U sequential steps are latency-bound.
         _alpha_beta[(bsz, 2)](
             lp_blank, lp_emit, logit_lengths, target_lengths, alpha, beta, log_like,
             t_max, u1, BLOCK_U=block_u, num_warps=max(1, min(8, block_u // 256)))
@@ -261,10 +282,13 @@ def alpha_beta(lp_blank: torch.Tensor, lp_emit: torch.Tensor, logit_lengths: tor
 def row_grad(logits: torch.Tensor, out: torch.Tensor, targets: torch.Tensor,
              logit_lengths: torch.Tensor, target_lengths: torch.Tensor, lse, lp_blank, lp_emit,
              alpha, beta, log_like, scale: torch.Tensor, blank: int, clamp: float,
-             fused_log_softmax: bool, packed: tuple[torch.Tensor, int, int] | None = None
-             ) -> torch.Tensor:
+             fused_log_softmax: bool, packed: tuple[torch.Tensor, int, int] | None = None,
+             split: bool = False) -> torch.Tensor:
     """Write d(sum_b scale[b] * loss_b)/d logits into ``out`` (may be ``logits`` itself: each
-    row is read before it is written, by the same program). ``packed`` as in :func:`row_stats`."""
+    row is read before it is written, by the same program). ``packed`` as in :func:`row_stats`.
+    With ``split`` (dense logits only), ``out`` is float32 (B*T*(U+1), 3V) and each row gets
+    [hi | lo | hi]: the gradient's TF32 part and its exact remainder (see
+    ``mlperf_fast.ops.transducer_joint_loss.stack_tf32``)."""
     if packed is None:
         bsz, t_max, u1, v = logits.shape
         row_base = logit_lengths
@@ -276,6 +300,6 @@ def row_grad(logits: torch.Tensor, out: torch.Tensor, targets: torch.Tensor,
         _row_grad[(rows,)](
             logits, out, targets, logit_lengths, target_lengths, lse, lp_blank, lp_emit, alpha,
             beta, log_like, scale, row_base, t_max, u1, v, targets.shape[1], blank, float(clamp),
-            FUSED=fused_log_softmax, CLAMP=clamp > 0, PACKED=packed is not None,
+            FUSED=fused_log_softmax, CLAMP=clamp > 0, PACKED=packed is not None, SPLIT=split,
             BLOCK_V=_block_v(v), num_warps=4)
     return out

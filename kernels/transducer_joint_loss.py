@@ -10,8 +10,8 @@ One kernel with arbitrary strides serves the three shapes: logits = z @ W^T (+ b
 dz = dlogits @ W, and dW = dlogits^T @ z, the last split along its long K (rows) dimension
 into float32 partials, since its M x N (V x H) is only a few dozen tiles.
 
-``split_tf32`` is the split for cuBLAS's TF32 GEMMs (the "tf32x3" path): one pass that reads
-each element once and writes both parts, where torch's ops take five to seven passes.
+``stack_tf32`` lays an operand out for cuBLAS's TF32 GEMMs (the "tf32x3" path): one pass that
+reads each element once and writes its parts side by side, where torch's ops take five to seven.
 """
 from __future__ import annotations
 
@@ -82,21 +82,26 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
 
 
 @triton.jit
-def _split_tf32(x, hi, lo, n, BLOCK: tl.constexpr):
+def _stack_tf32(x, out, n, cols, LO_AT: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     v = tl.load(x + offs, mask=m)
     h = (v.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
-    tl.store(hi + offs, h, mask=m)
-    tl.store(lo + offs, v - h, mask=m)
+    row = offs // cols
+    dst = out + offs + 2 * row * cols  # row r's three blocks start at 3 * r * cols
+    for k in tl.static_range(3):
+        tl.store(dst + k * cols, v - h if k == LO_AT else h, mask=m)
 
 
-def split_tf32(x: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
-    """Contiguous float32 ``x`` as ``hi + lo``: returns ``hi`` (TF32's sign, exponent and 10
-    mantissa bits) and writes the exact remainder into ``lo``, which may be ``x`` itself."""
-    hi = torch.empty_like(x)
+def stack_tf32(x: torch.Tensor, lo_at: int) -> torch.Tensor:
+    """Contiguous float32 (R, C) ``x`` as (R, 3C): blocks of C columns holding TF32's part of
+    ``x`` (sign, exponent, 10 mantissa bits), except block ``lo_at`` (1 or 2), which holds the
+    exact remainder. One pass that reads each element once."""
+    rows, cols = x.shape
+    out = torch.empty((rows, 3 * cols), dtype=x.dtype, device=x.device)
     n = x.numel()
     if n:
         block = 4096
-        _split_tf32[(triton.cdiv(n, block),)](x, hi, lo, n, BLOCK=block, num_warps=8)
-    return hi
+        _stack_tf32[(triton.cdiv(n, block),)](x, out, n, cols, LO_AT=lo_at, BLOCK=block,
+                                              num_warps=8)
+    return out

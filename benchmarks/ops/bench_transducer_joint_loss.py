@@ -4,8 +4,8 @@ Baselines, on the same inputs in the same run: the torch broadcast joint with F.
 torchaudio's rnnt_loss (float32; for bfloat16 the logits are upcast for torchaudio, which has no
 bfloat16 kernel), and apex's TransducerJoint + Linear + TransducerLoss where apex is installed.
 Ours in float32 runs its GEMMs as 3xTF32 on tensor cores (each operand split into a TF32 part and
-a remainder, three cuBLAS TF32 GEMMs: float32 accuracy); more rows show the same split in Triton
-kernels and plain cuBLAS float32 GEMMs. Floor: the three GEMMs (projection, its input gradient, its weight
+a remainder, stacked along K so that one cuBLAS TF32 GEMM sums the three products: float32
+accuracy); more rows show the split in Triton kernels and plain cuBLAS float32 GEMMs. Floor: the three GEMMs (projection, its input gradient, its weight
 gradient) at the measured bf16 matmul rate.
 """
 from __future__ import annotations

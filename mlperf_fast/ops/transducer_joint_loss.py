@@ -51,8 +51,10 @@ def _groups(t_lens: list[int], u_lens: list[int], budget_rows: int):
         b0 = b1
 
 
-def _loss_group(logits, targets, t_len, u_len, blank, clamp, scale, backend, need_grad):
-    """Costs of one group, and the logits overwritten by their gradient when ``need_grad``."""
+def _loss_group(logits, targets, t_len, u_len, blank, clamp, scale, backend, need_grad, out):
+    """Costs of one group; when ``need_grad``, the gradient with respect to the logits goes to
+    ``out``: the logits themselves, or float32 rows stacked [hi | lo | hi] for 3xTF32 GEMMs."""
+    split = out is not logits
     if backend == "triton":
         from mlperf_fast.kernels import rnnt_loss as k
 
@@ -60,42 +62,43 @@ def _loss_group(logits, targets, t_len, u_len, blank, clamp, scale, backend, nee
         lse, lp_blank, lp_emit = k.row_stats(logits, targets, t_len, u_len, blank, True)
         alpha, beta, ll, _ = k.alpha_beta(lp_blank, lp_emit, t_len, u_len)
         if need_grad:
-            k.row_grad(logits, logits, targets, t_len, u_len, lse, lp_blank, lp_emit, alpha, beta,
-                       ll, scale, blank, clamp, True)
+            k.row_grad(logits, out, targets, t_len, u_len, lse, lp_blank, lp_emit, alpha, beta,
+                       ll, scale, blank, clamp, True, split=split)
         return -ll
     lse, lp_blank, lp_emit = _loss.row_stats_torch(logits, targets, t_len, u_len, blank, True)
     alpha, beta, ll, _ = _loss.alpha_beta_torch(lp_blank, lp_emit, t_len, u_len)
     if need_grad:
-        logits.copy_(_loss.row_grad_torch(logits, targets, t_len, u_len, lse, lp_blank, lp_emit,
-                                          alpha, beta, ll, scale, blank, clamp, True))
+        grad = _loss.row_grad_torch(logits, targets, t_len, u_len, lse, lp_blank, lp_emit,
+                                    alpha, beta, ll, scale, blank, clamp, True)
+        grad = grad.reshape(-1, logits.shape[-1])
+        out.copy_(stack_tf32(grad, HLH) if split else grad.view_as(out))
     return -ll
 
 
 # Sign, exponent and the 10 mantissa bits that TF32 keeps (0xFFFFE000 as int32).
 _TF32_HI_MASK = -8192
+# Block of stack_tf32's output that holds the remainder: operands stacked HHL ([hi | hi | lo])
+# and HLH ([hi | lo | hi]) along a shared K multiply as hi*hi + hi*lo + lo*hi.
+HHL, HLH = 2, 1
 
 
-def split_tf32(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 ``x`` as ``hi + lo`` exactly, ``hi`` holding TF32's bits so that a TF32 GEMM reads
-    it unrounded; ``lo`` is below 2^-10 of ``|x|``, so TF32's rounding of it costs ~2^-21."""
-    if _fused_split(x):
-        lo = torch.empty_like(x)
-        return _kernels().split_tf32(x, lo), lo
-    return split_tf32_(x.clone())
+def stack_tf32(x: torch.Tensor, lo_at: int) -> torch.Tensor:
+    """float32 (R, C) ``x`` as (R, 3C), three blocks of C columns: TF32's part of ``x`` (the
+    bits a TF32 GEMM reads unrounded), except block ``lo_at`` (HHL or HLH), the exact remainder
+    ``x - hi``, below 2^-10 of ``|x|`` (TF32's rounding of it costs ~2^-21 of ``|x|``).
 
-
-def split_tf32_(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`split_tf32` with ``x`` itself becoming ``lo``: one new tensor instead of two."""
-    if _fused_split(x):
-        return _kernels().split_tf32(x, x), x
-    hi = (x.view(torch.int32) & _TF32_HI_MASK).view(torch.float32)
-    return hi, x.sub_(hi)
-
-
-def _fused_split(x: torch.Tensor) -> bool:
-    # On a GPU one Triton pass (kernels/transducer_joint_loss.py) instead of torch's five to
-    # seven; the split tensors here are the joint's activations and logits, gigabytes a step.
-    return x.is_cuda and x.is_contiguous() and triton_usable(x.device)
+    For float32 ``a`` (M, K) and ``b`` (K, N), ``stack_tf32(a, HHL) @ stack_tf32(b.t(), HLH).t()``
+    is one TF32 GEMM over K' = 3K summing a_hi b_hi + a_hi b_lo + a_lo b_hi: ``a @ b`` to float32
+    accuracy (the dropped a_lo b_lo is below 2^-20 relative) on tensor cores, with the output
+    written once. The same holds for a K that runs over rows (the weight's gradient,
+    ``dl^T @ z``): stack_tf32(dl, HLH) and stack_tf32(z, HHL) viewed as (3R, C) pair up row by
+    row as (hi, hi), (lo, hi), (hi, lo)."""
+    if x.is_cuda and triton_usable(x.device):
+        return _kernels().stack_tf32(x.contiguous(), lo_at)
+    hi = (x.contiguous().view(torch.int32) & _TF32_HI_MASK).view(torch.float32)
+    parts = [hi, hi, hi]
+    parts[lo_at] = x - hi
+    return torch.cat(parts, dim=1)
 
 
 def _kernels():
@@ -118,60 +121,41 @@ def _tf32_matmuls():
             torch.backends.cuda.matmul.fp32_precision = new
 
 
-Operand = "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"
+def _mm_stacked(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None):
+    """``a @ b (+ bias)`` of operands already stacked by :func:`stack_tf32`, as TF32 on a GPU
+    (on a CPU the same GEMM in float32)."""
+    with _tf32_matmuls() if a.is_cuda else contextlib.nullcontext():
+        return torch.addmm(bias, a, b) if bias is not None else a @ b
 
 
-def _parts(x: Operand) -> tuple[torch.Tensor, torch.Tensor]:
-    return x if isinstance(x, tuple) else split_tf32(x)
+def mm_tf32x3(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ b (+ bias)`` for float32 (M, K) and (K, N) to float32 accuracy in one TF32 GEMM of
+    stacked operands (:func:`stack_tf32`)."""
+    return _mm_stacked(stack_tf32(a, HHL), stack_tf32(b.t(), HLH).t(), bias)
 
 
-def _map(x: Operand, fn) -> Operand:
-    """``fn`` applied to a tensor or to both parts of a split one (views, transposes)."""
-    return (fn(x[0]), fn(x[1])) if isinstance(x, tuple) else fn(x)
-
-
-def mm_tf32x3(a: Operand, b: Operand, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``a @ b (+ bias)`` for float32 (M, K) and (K, N), or batches (S, M, K) and (S, K, N), to
-    float32 accuracy on TF32 tensor cores: lo*hi + hi*lo + hi*hi as three cuBLAS GEMMs
-    accumulating into one output (the small terms first); lo*lo, below 2^-20 relative, is
-    dropped. An operand may come already split, as the (hi, lo) pair of :func:`split_tf32`,
-    when it is used more than once."""
-    a_hi, a_lo = _parts(a)
-    b_hi, b_lo = _parts(b)
-    with _tf32_matmuls() if a_hi.is_cuda else contextlib.nullcontext():
-        if a_hi.dim() == 3:
-            c = torch.bmm(a_lo, b_hi)
-            c.baddbmm_(a_hi, b_lo)
-            c.baddbmm_(a_hi, b_hi)
-            return c
-        c = torch.addmm(bias, a_lo, b_hi) if bias is not None else a_lo @ b_hi
-        c.addmm_(a_hi, b_lo)
-        c.addmm_(a_hi, b_hi)
-    return c
-
-
-def _grad_w(dl: Operand, z: Operand, mm) -> torch.Tensor:
+def _grad_w(dl: torch.Tensor, z: torch.Tensor, mm) -> torch.Tensor:
     """``dl^T @ z`` for (M, V) and (M, H): the weight gradient, whose K is the lattice's rows
     while its output is only V x H (a few dozen GEMM tiles). K is cut into batches of a bmm
     so that the GPU fills, and their (V, H) partials summed."""
-    rows = (dl[0] if isinstance(dl, tuple) else dl).shape[0]
+    rows = dl.shape[0]
     splits = min(16, rows // 4096)
     if splits < 2:
-        return mm(_map(dl, torch.t), z)
+        return mm(dl.t(), z)
     main = rows // splits * splits
-    out = mm(_map(dl, lambda x: x[:main].view(splits, main // splits, -1).transpose(1, 2)),
-             _map(z, lambda x: x[:main].view(splits, main // splits, -1))).sum(0)
+    out = mm(dl[:main].view(splits, main // splits, -1).transpose(1, 2),
+             z[:main].view(splits, main // splits, -1)).sum(0)
     if main < rows:
-        out += mm(_map(dl, lambda x: x[main:].t()), _map(z, lambda x: x[main:]))
+        out += mm(dl[main:].t(), z[main:])
     return out
 
 
 def _gemms(fp32_gemm: str):
-    """(z @ w_t + bias, a @ b, dl^T @ z) as cuBLAS calls: float32 (or TF32 where torch allows
-    it) with "cublas", three TF32 GEMMs of split operands with "tf32x3", or Triton's 3xTF32
-    kernels with "tf32x3_triton"."""
+    """(z @ w_t + bias, a @ b, dl^T @ z): float32 (or TF32 where torch allows it) cuBLAS calls
+    with "cublas", of operands stacked by :func:`stack_tf32` with "tf32x3" (TF32 on a GPU), or
+    Triton's 3xTF32 kernels with "tf32x3_triton"."""
     if fp32_gemm == "tf32x3":
-        return mm_tf32x3, mm_tf32x3, lambda dl, z: _grad_w(dl, z, mm_tf32x3)
+        return _mm_stacked, _mm_stacked, lambda dl, z: _grad_w(dl, z, _mm_stacked)
     if fp32_gemm != "tf32x3_triton":
         def mm_bias(x, w_t, bias):
             return torch.addmm(bias, x, w_t) if bias is not None else x @ w_t
@@ -186,8 +170,7 @@ def _gemms(fp32_gemm: str):
 
 def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clamp, reduction,
              dropout, needs, backend, group_bytes, fp32_gemm="cublas"):
-    bsz, t_max, hid = f.shape
-    u1 = g.shape[1]
+    bsz, _, hid = f.shape
     classes = weight.shape[0]
     dev, dt = f.device, f.dtype
     acc = torch.float64 if dt == torch.float64 else torch.float32
@@ -205,16 +188,20 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
     t_list, u_list = f_lengths.tolist(), target_lengths.tolist()
     keep = 1.0 - dropout
     mm_bias, mm, mm_grad_w = _gemms(fp32_gemm)
-    # With "tf32x3" each operand used by two GEMMs is split once: the weight here, the joint
-    # activations and the logits' gradient per group (the latter in place, into its remainder).
-    # The split copies roughly double a group's buffers (1.41 GiB peak was measured at the
-    # MLPerf shape with full groups), so groups are half as large.
-    presplit = fp32_gemm == "tf32x3"
-    budget = max(1, group_bytes // (classes * f.element_size() * (2 if presplit else 1)))
-    w_op = split_tf32(weight) if presplit else weight
-    w_t = _map(w_op, torch.t)
+    # With "tf32x3" the GEMMs' operands are stacked (stack_tf32): the weight once here, the
+    # joint activations per group, the logits' gradient by the loss kernel as it writes it.
+    # Stacked, a group's buffers take about 1.5x the unstacked ones, so groups are half as
+    # large.
+    stacked = fp32_gemm == "tf32x3"
+    budget = max(1, group_bytes // (classes * f.element_size() * (2 if stacked else 1)))
+    if stacked:
+        w_fwd = stack_tf32(weight, HLH).t()  # (3H, V): rows W_hi^T, W_lo^T, W_hi^T
+        w_bwd = stack_tf32(weight.t(), HHL).t()  # (3V, H): rows W_hi, W_hi, W_lo
+    else:
+        w_fwd, w_bwd = weight.t(), weight
     for b0, b1, tc, uc in _groups(t_list, u_list, budget):
         n = b1 - b0
+        rows = n * tc * uc
         if backend == "triton":
             from mlperf_fast.kernels import transducer_joint as kj
 
@@ -225,40 +212,46 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
             z.relu_()
         if dropout > 0:
             z = F.dropout(z, dropout, training=True, inplace=True)
-        z2 = z.view(-1, hid)
-        z_op = split_tf32(z2) if presplit else z2
-        logits = mm_bias(z_op, w_t, bias)
-        logits = logits.view(n, tc, uc, classes)
+        z_op = stack_tf32(z.view(rows, hid), HHL) if stacked else z.view(rows, hid)
+        logits = mm_bias(z_op, w_fwd, bias).view(n, tc, uc, classes)
         scale = torch.full((n,), weight_scale, dtype=acc, device=dev)
+        # The logits' gradient: in place, or stacked into a new buffer (3V float32 a row).
+        dl = f.new_empty((rows, 3 * classes)) if stacked and need_grad else logits
         costs[b0:b1] = _loss_group(logits, targets[b0:b1, : uc - 1], f_lengths[b0:b1],
                                    target_lengths[b0:b1], blank, clamp, scale, backend,
-                                   need_grad)
+                                   need_grad, dl)
+        del logits
         if not need_grad:
+            del z, z_op, dl
             continue
-        dl = logits.view(n, tc * uc, classes)
+        dl = dl.view(rows, -1)
+        parts = dl_rows = z_rows = None
         if need_b:
+            # Stacked rows hold hi, lo, hi: the gradient is the sum of the first two blocks.
+            parts = (dl.view(n, tc * uc, 3, classes)[:, :, :2] if stacked
+                     else dl.view(n, -1, 1, classes))
             if per_utt_w:
-                db[b0:b1] += dl.sum(1, dtype=acc)
+                db[b0:b1] += parts.sum((1, 2), dtype=acc)
             else:
-                db[0] += dl.view(-1, classes).sum(0, dtype=acc)
-        if presplit:
-            dl = split_tf32_(dl)
-        dl2 = _map(dl, lambda x: x.view(-1, classes))
+                db[0] += parts.sum((0, 1, 2), dtype=acc)
         if need_w:
-            zb = _map(z_op, lambda x: x.view(n, tc * uc, hid))
+            # Stacked operands viewed as 3x the rows pair up as (hi, hi), (lo, hi), (hi, lo).
+            dl_rows, z_rows = dl.view(-1, classes), z_op.view(-1, hid)
             if per_utt_w:
+                per = dl_rows.shape[0] // n
                 for i in range(n):
-                    dw[b0 + i] += mm_grad_w(_map(dl, lambda x: x[i]), _map(zb, lambda x: x[i]))
+                    dw[b0 + i] += mm_grad_w(dl_rows[i * per:(i + 1) * per],
+                                            z_rows[i * per:(i + 1) * per])
             else:
-                dw[0] += mm_grad_w(dl2, z_op)
+                dw[0] += mm_grad_w(dl_rows, z_rows)
         if (need_f or need_g) and backend == "triton":
-            dz = mm(dl2, w_op)
+            dz = mm(dl, w_bwd)
             kj.joint_backward(dz, z, df[b0:b1] if need_f else f.new_empty(n, tc, hid),
                               dg[b0:b1] if need_g else g.new_empty(n, uc, hid), tables, tc, uc,
                               1.0 / keep)
             del dz
         elif need_f or need_g:
-            dz = mm(dl2, w_op).view(n, tc, uc, hid)
+            dz = mm(dl, w_bwd).view(n, tc, uc, hid)
             dz.masked_fill_(z <= 0, 0)
             if dropout > 0:
                 dz.mul_(1.0 / keep)
@@ -266,7 +259,9 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
                 df[b0:b1, :tc] = dz.sum(2, dtype=acc)
             if need_g:
                 dg[b0:b1, :uc] = dz.sum(1, dtype=acc)
-        del z, z2, z_op, logits, dl, dl2
+        # Views keep their storage alive: dropped here, a group's buffers are free before the
+        # next group allocates its own.
+        del z, z_op, dl, parts, dl_rows, z_rows
     return costs, df, dg, dw, db
 
 
@@ -344,10 +339,11 @@ def transducer_joint_loss(
         dropout: probability of dropping a joint activation (pass 0 in evaluation). Masks come
             from torch's generator, one call of ``F.dropout`` per group of utterances.
         group_bytes: bytes of logits computed at once (peak memory is about 2.5x this; with
-            fp32_gemm="tf32x3" groups are half this size, their split operands taking the rest).
+            fp32_gemm="tf32x3" groups are half this size, their stacked operands taking the
+            rest, and the peak about 3x).
         fp32_gemm: how float32 inputs are multiplied: "tf32x3" (each operand split into a TF32
-            part and a remainder, three cuBLAS TF32 GEMMs: float32-level accuracy on tensor
-            cores; the default on CUDA), "tf32x3_triton" (the same in Triton kernels, with the
+            part and a remainder, stacked so that one cuBLAS TF32 GEMM sums the three products
+            that matter: float32-level accuracy on tensor cores; the default on CUDA), "tf32x3_triton" (the same in Triton kernels, with the
             Triton backend), or "cublas" (torch's matmul, which follows torch's TF32 setting;
             the default on CPU). Other dtypes always use cuBLAS.
         backend: "triton" (the loss kernels of kernels/rnnt_loss.py; GPU default) or "torch".

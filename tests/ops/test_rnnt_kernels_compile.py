@@ -40,11 +40,13 @@ SCRIPT = textwrap.dedent('''
                       U1="i32", V="i32", UMAX="i32", blank="i32"),
                       dict(FUSED=fused, PACKED=packed, BLOCK_V=1024))
                 for clamp in (False, True):
-                    check(R._row_grad, dict(logits=dt, grad=dt, targets="*i32",
-                          logit_lengths="*i32", target_lengths="*i32", lse=f, lp_blank=f,
-                          lp_emit=f, alpha=f, beta=f, log_like=f, scale=f, row_base=idx, T="i32",
-                          U1="i32", V="i32", UMAX="i32", blank="i32", clamp="fp32"),
-                          dict(FUSED=fused, CLAMP=clamp, PACKED=packed, BLOCK_V=1024))
+                    for split in (False, True) if not packed and dt == f else (False,):
+                        check(R._row_grad, dict(logits=dt, grad=dt, targets="*i32",
+                              logit_lengths="*i32", target_lengths="*i32", lse=f, lp_blank=f,
+                              lp_emit=f, alpha=f, beta=f, log_like=f, scale=f, row_base=idx,
+                              T="i32", U1="i32", V="i32", UMAX="i32", blank="i32",
+                              clamp="fp32"), dict(FUSED=fused, CLAMP=clamp, PACKED=packed,
+                                                  SPLIT=split, BLOCK_V=1024))
         tables = dict(row_base=idx, u_stride=idx, t_lim=idx, u_lim=idx)
         check(J._joint_fwd, dict(f=dt, g=dt, out=dt, **tables, f_bstride="i32", g_bstride="i32",
               H="i32", T="i32", U1="i32"), dict(BLOCK_H=128), 1)
@@ -68,6 +70,8 @@ SCRIPT = textwrap.dedent('''
               sam="i32", sak="i32", sbk="i32", sbn="i32", scm="i32", scn="i32", scs="i32"),
               dict(HAS_BIAS=bias, PRECISION="tf32x3", BLOCK_M=128, BLOCK_N=128, BLOCK_K=32,
                    GROUP_M=8), 8)
+    for lo_at in (1, 2):
+        check(M._stack_tf32, dict(x=f, out=f, n="i64", cols="i32"), dict(LO_AT=lo_at, BLOCK=4096), 8)
     print("\\n".join(failed) if failed else "all compiled")
     raise SystemExit(1 if failed else 0)
 ''')

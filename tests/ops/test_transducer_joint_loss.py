@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from mlperf_fast.ops import transducer_joint_loss
 
 sys.path.insert(0, os.path.dirname(__file__))
-from rnnt_reference import rnnt_costs_reference  # noqa: E402
+from rnnt_reference import rnnt_costs_reference
 
 BACKENDS = [
     pytest.param(("torch", "cpu", torch.float64), id="torch-cpu-fp64"),
@@ -231,46 +231,53 @@ def test_tf32x3_matmul(device, splits, rng_seed):
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
-@pytest.mark.parametrize("n", [0, 1, 4097, 30001])
-def test_split_tf32_kernel(device, n, rng_seed):
-    # The one-pass Triton split gives the torch split's bits, in place or into a new tensor,
-    # over odd sizes (one element, a partial last block) and extreme values (inf, nan, -0.0,
+@pytest.mark.parametrize("shape", [(0, 3), (1, 1), (3, 1367), (7, 4291)])
+@pytest.mark.parametrize("lo_at", [1, 2])
+def test_stack_tf32_kernel(device, shape, lo_at, rng_seed):
+    # The one-pass Triton stacking gives the torch path's bits over odd sizes (one element, a
+    # row longer than a block, a partial last block) and extreme values (inf, nan, -0.0,
     # denormals).
     if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("needs Triton's interpreter")
-    from mlperf_fast.kernels.transducer_joint_loss import split_tf32 as kernel_split
+    from mlperf_fast.kernels.transducer_joint_loss import stack_tf32 as kernel_stack
+
     from mlperf_fast.ops.transducer_joint_loss import _TF32_HI_MASK
 
     gen = torch.Generator().manual_seed(rng_seed)
-    x = torch.randn(n, generator=gen) * torch.logspace(-40, 38, n) if n else torch.empty(0)
+    n = shape[0] * shape[1]
+    x = (torch.randn(n, generator=gen) * torch.logspace(-40, 38, n)).view(shape)
     if n > 8:
-        x[:5] = torch.tensor([float("inf"), float("nan"), -0.0, 1e-40, -3.0e38])
-    hi_ref = (x.view(torch.int32) & _TF32_HI_MASK).view(torch.float32)
-    lo_ref = x - hi_ref
-    xd = x.to(device)
-    lo = torch.empty_like(xd)
-    hi = kernel_split(xd, lo)
-    assert torch.equal(hi.cpu().view(torch.int32), hi_ref.view(torch.int32))
-    torch.testing.assert_close(lo.cpu(), lo_ref, rtol=0, atol=0, equal_nan=True)
-    hi2 = kernel_split(xd, xd)  # in place: x becomes lo
-    assert torch.equal(hi2.cpu().view(torch.int32), hi_ref.view(torch.int32))
-    torch.testing.assert_close(xd.cpu(), lo_ref, rtol=0, atol=0, equal_nan=True)
+        x.view(-1)[:5] = torch.tensor([float("inf"), float("nan"), -0.0, 1e-40, -3.0e38])
+    hi = (x.view(torch.int32) & _TF32_HI_MASK).view(torch.float32)
+    parts = [hi, hi, hi]
+    parts[lo_at] = x - hi
+    want = torch.cat(parts, dim=1)
+    got = kernel_stack(x.to(device), lo_at).cpu()
+    assert got.shape == (shape[0], 3 * shape[1])
+    hi_blocks = [k for k in range(3) if k != lo_at]
+    got3, want3 = got.view(shape[0], 3, shape[1]), want.view(shape[0], 3, shape[1])
+    assert torch.equal(got3[:, hi_blocks].contiguous().view(torch.int32),
+                       want3[:, hi_blocks].contiguous().view(torch.int32))
+    # The remainder of inf or nan is a nan whose bits may differ between devices.
+    torch.testing.assert_close(got3[:, lo_at], want3[:, lo_at], rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_mm_tf32x3(device, rng_seed):
-    # The cuBLAS 3xTF32 product: float32-level error against float64, strided operands, the
+    # The stacked 3xTF32 product: float32-level error against float64, strided operands, the
     # bias, an empty K; TF32 settings are as they were afterwards.
-    from mlperf_fast.ops.transducer_joint_loss import mm_tf32x3, split_tf32
+    from mlperf_fast.ops.transducer_joint_loss import HHL, HLH, mm_tf32x3, stack_tf32
 
     gen = torch.Generator().manual_seed(rng_seed)
     a = torch.randn(300, 70, generator=gen) * torch.logspace(-3, 3, 70)
     b = torch.randn(130, 70, generator=gen)
     bias = torch.randn(130, generator=gen)
-    hi, lo = split_tf32(a)
-    assert torch.equal(hi + lo, a)
-    assert ((hi.view(torch.int32) & 0x1FFF) == 0).all()
-    assert (lo.abs() <= a.abs() * 2.0**-10).all()
+    for lo_at in (HHL, HLH):
+        parts = stack_tf32(a.to(device), lo_at).cpu().view(300, 3, 70)
+        hi, lo = parts[:, 0], parts[:, lo_at]
+        assert torch.equal(hi + lo, a) and torch.equal(parts[:, 3 - lo_at], hi)
+        assert ((hi.view(torch.int32) & 0x1FFF) == 0).all()
+        assert (lo.abs() <= a.abs() * 2.0**-10).all()
     before = (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision)
     got = mm_tf32x3(a.to(device), b.to(device).t(), bias.to(device)).cpu().double()
     assert (torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.fp32_precision) == before
@@ -280,15 +287,18 @@ def test_mm_tf32x3(device, rng_seed):
     assert empty.shape == (300, 130) and not empty.any()
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=pytest.mark.skipif(
+    os.environ.get("TRITON_INTERPRET") != "1", reason="Triton's interpreter needs TRITON_INTERPRET=1"))])
 @pytest.mark.parametrize("reduction", ["none", "sum"])
-def test_fp32_gemm_tf32x3_parity(reduction, rng_seed):
-    # The op with fp32_gemm="tf32x3" on CPU (three float32 GEMMs of the split operands) keeps
-    # float32 parity with the float64 reference.
+def test_fp32_gemm_tf32x3_parity(backend, reduction, rng_seed):
+    # The op with fp32_gemm="tf32x3" on CPU (float32 GEMMs of the stacked operands; with
+    # Triton, the loss kernel writes the stacked gradient) keeps float32 parity with the
+    # float64 reference.
     gen = torch.Generator().manual_seed(rng_seed)
     params, targets, t_lens, u_lens = make(gen, 3, 6, 4, 8, 9)
     weight = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
     ref_loss, ref_grads = reference(params, targets, t_lens, u_lens, reduction, weight)
-    loss, grads = ours(params, targets, t_lens, u_lens, reduction, weight, "torch", "cpu",
+    loss, grads = ours(params, targets, t_lens, u_lens, reduction, weight, backend, "cpu",
                        torch.float32, group_bytes=1, fp32_gemm="tf32x3")
     rtol, atol = TOL[torch.float32]
     torch.testing.assert_close(loss.double(), ref_loss, rtol=rtol, atol=atol)
@@ -296,14 +306,19 @@ def test_fp32_gemm_tf32x3_parity(reduction, rng_seed):
         torch.testing.assert_close(got.double(), want, rtol=0, atol=atol)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("fp32_gemm", ["tf32x3", "cublas"])
-def test_weight_gradient_split_over_rows(fp32_gemm, rng_seed):
-    # The weight gradient cuts its long K (the lattice's rows) into bmm batches plus a rest.
-    from mlperf_fast.ops.transducer_joint_loss import _gemms
+def test_weight_gradient_split_over_rows(device, fp32_gemm, rng_seed):
+    # The weight gradient cuts its long K (the lattice's rows) into bmm batches plus a rest;
+    # with "tf32x3" its operands are stacked by rows, each row of dl and z becoming three.
+    from mlperf_fast.ops.transducer_joint_loss import HHL, HLH, _gemms, stack_tf32
 
     gen = torch.Generator().manual_seed(rng_seed)
     dl = torch.randn(3 * 4096 + 77, 9, generator=gen)
     z = torch.randn(3 * 4096 + 77, 5, generator=gen)
-    got = _gemms(fp32_gemm)[2](dl, z).double()
+    dl_op, z_op = dl.to(device), z.to(device)
+    if fp32_gemm == "tf32x3":
+        dl_op, z_op = stack_tf32(dl_op, HLH).view(-1, 9), stack_tf32(z_op, HHL).view(-1, 5)
+    got = _gemms(fp32_gemm)[2](dl_op, z_op).cpu().double()
     ref = dl.double().t() @ z.double()
     assert ((got - ref).abs() <= 2e-6 * (dl.double().abs().t() @ z.double().abs()) + 1e-6).all()
