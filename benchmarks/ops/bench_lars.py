@@ -2,12 +2,15 @@
 parameters excluded from adaptation and decay), fp32 and bf16 with fp32 master weights.
 
 Baseline: the same LARS with torch._foreach ops. Floor: params, grads, momentum read once;
-params, momentum written once.
+params, momentum written once. Each also runs captured in a CUDA graph (capturable=True for
+ours), as training loops run the step: the host's launches then drop out and the row is the
+GPU's time.
 """
 from __future__ import annotations
 
 import pytest
 import torch
+from graphs import captured
 from shapes import resnet50_momentum_case
 
 from mlperf_fast.optim import FusedLARS
@@ -50,8 +53,14 @@ def test_lars_resnet50(measure, dtype):
         foreach = ForeachLARS(params)
         measure(group, "torch foreach LARS", foreach.step, role="baseline", shape=shape,
                 bytes=floor_bytes)
+        measure(group, "torch foreach LARS, CUDA graph", captured(foreach.step), role="baseline",
+                shape=shape, bytes=floor_bytes)
         del foreach
     for backend in ("native", "triton"):
         opt = FusedLARS(_groups(params), lr=LR, momentum=MOMENTUM, weight_decay=WD,
                         trust_coefficient=ETA, backend=backend)
         measure(group, f"mlperf_fast {backend}", opt.step, shape=shape, bytes=floor_bytes)
+        graphed = FusedLARS(_groups(params), lr=LR, momentum=MOMENTUM, weight_decay=WD,
+                            trust_coefficient=ETA, backend=backend, capturable=True)
+        measure(group, f"mlperf_fast {backend}, CUDA graph", captured(graphed.step), shape=shape,
+                bytes=floor_bytes)

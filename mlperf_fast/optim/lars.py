@@ -39,6 +39,14 @@ class FusedLARS(FusedOptimizer):
                         trust_coefficient=trust_coefficient, eps=eps, lars_exclude=False)
         super().__init__(params, defaults, backend=backend, capturable=capturable)
 
+    def _no_norms(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        # The excluded tensors' norms are never used: zeros made once, not a fill per step.
+        cache = self.__dict__.setdefault("_zero_norms", {})
+        key = (n, dtype, device)
+        if key not in cache:
+            cache[key] = torch.zeros(2 * n, dtype=dtype, device=device)
+        return cache[key]
+
     def _update(self, inputs: StepInputs) -> None:
         for group, lr_t, lr, buckets in inputs.groups:
             exclude = group["lars_exclude"]
@@ -46,8 +54,7 @@ class FusedLARS(FusedOptimizer):
                 n = len(b.params)
                 weights = b.weights()
                 if exclude:
-                    norms = torch.zeros(2 * n, dtype=math_dtype(weights[0].dtype),
-                                        device=inputs.device)
+                    norms = self._no_norms(n, math_dtype(weights[0].dtype), inputs.device)
                 else:
                     norms = multi_tensor_l2norm(weights + b.grads, per_tensor=True,
                                                 backend=self.backend)[1]

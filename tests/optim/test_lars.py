@@ -52,3 +52,40 @@ def test_param_groups_helper():
 def test_bad_inputs():
     with pytest.raises(ValueError, match="trust_coefficient"):
         FusedLARS([torch.nn.Parameter(torch.ones(2))], lr=1.0, trust_coefficient=0.0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["native", "triton"])
+def test_cuda_graph_capture_whole_step(name, rng_seed):
+    # A captured step (both groups, the norms, lr on the device) replays as eager steps do.
+    gen = torch.Generator().manual_seed(rng_seed)
+    shapes = [(64, 3, 7, 7), (64,), (1000, 2048), (1000,)]
+    base = [torch.randn(s, generator=gen) for s in shapes]
+    params = [torch.nn.Parameter(b.cuda()) for b in base]
+    eager = [torch.nn.Parameter(b.cuda()) for b in base]
+    opts = dict(momentum=0.9, weight_decay=5e-5, trust_coefficient=0.001, backend=name)
+    opt = FusedLARS(lars_groups(params), lr=0.1, capturable=True, **opts)
+    ref = FusedLARS(lars_groups(eager), lr=0.1, **opts)
+    for p, e in zip(params, eager):
+        g = torch.randn(p.shape, generator=gen).cuda()
+        p.grad, e.grad = g.clone(), g.clone()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        opt.step()  # warm-up outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    ref.step()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        opt.step()
+    for _ in range(3):
+        graph.replay()
+        ref.step()
+    for group, ref_group in zip(opt.param_groups, ref.param_groups):
+        group["lr"].fill_(0.01)
+        ref_group["lr"] = 0.01
+    graph.replay()
+    ref.step()
+    torch.cuda.synchronize()
+    for p, e in zip(params, eager):
+        torch.testing.assert_close(p.detach(), e.detach(), rtol=1e-6, atol=1e-7)
