@@ -105,15 +105,4 @@ void multi_tensor_apply(const std::array<at::TensorList, Depth>& lists,
       lists, which, layout, [&](int64_t i) { return layout.chunks(i); }, op, args...);
 }
 
-// One block per tensor named in `which` (chunk is always 0): for the per-tensor second stage
-// that reduces the chunk partials written by a multi_tensor_apply pass.
-template <int Depth, typename Op, typename... Args>
-void multi_tensor_apply_per_tensor(const std::array<at::TensorList, Depth>& lists,
-                                   const std::vector<int64_t>& which, const ChunkLayout& layout,
-                                   Op op, Args... args) {
-  detail::launch_over_chunks<Depth>(
-      lists, which, layout, [&](int64_t i) { return layout.chunks(i) > 0 ? 1 : 0; }, op,
-      args...);
-}
-
 }  // namespace mlperf_fast
