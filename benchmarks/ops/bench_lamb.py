@@ -13,7 +13,7 @@ import importlib.util
 import pytest
 import torch
 
-from graphs import captured
+from mlperf_fast.cuda_graphs import capture
 from mlperf_fast.optim import FusedLAMB
 from shapes import bert_large_shapes, numel, params_with_grads
 
@@ -133,7 +133,7 @@ def test_lamb_bert_large(measure, dtype):
     for backend in ("native", "triton"):
         opt = FusedLAMB(_param_groups(params), lr=LR, betas=BETAS, eps=EPS,
                         max_grad_norm=MAX_NORM, backend=backend, capturable=True)
-        measure(group, f"mlperf_fast {backend}, CUDA graph", captured(opt.step), shape=shape,
+        measure(group, f"mlperf_fast {backend}, CUDA graph", capture(opt.step), shape=shape,
                 bytes=floor_bytes)
         del opt
         torch.cuda.empty_cache()

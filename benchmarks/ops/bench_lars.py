@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from graphs import captured
 from shapes import resnet50_momentum_case
 
+from mlperf_fast.cuda_graphs import capture
 from mlperf_fast.optim import FusedLARS
 
 LR, MOMENTUM, WD, ETA = 2.0, 0.9, 5e-5, 0.001
@@ -53,7 +53,7 @@ def test_lars_resnet50(measure, dtype):
         foreach = ForeachLARS(params)
         measure(group, "torch foreach LARS", foreach.step, role="baseline", shape=shape,
                 bytes=floor_bytes)
-        measure(group, "torch foreach LARS, CUDA graph", captured(foreach.step), role="baseline",
+        measure(group, "torch foreach LARS, CUDA graph", capture(foreach.step), role="baseline",
                 shape=shape, bytes=floor_bytes)
         del foreach
     for backend in ("native", "triton"):
@@ -62,5 +62,5 @@ def test_lars_resnet50(measure, dtype):
         measure(group, f"mlperf_fast {backend}", opt.step, shape=shape, bytes=floor_bytes)
         graphed = FusedLARS(_groups(params), lr=LR, momentum=MOMENTUM, weight_decay=WD,
                             trust_coefficient=ETA, backend=backend, capturable=True)
-        measure(group, f"mlperf_fast {backend}, CUDA graph", captured(graphed.step), shape=shape,
+        measure(group, f"mlperf_fast {backend}, CUDA graph", capture(graphed.step), shape=shape,
                 bytes=floor_bytes)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from mlperf_fast.cuda_graphs import capture
 from mlperf_fast.ops._library import choose_backend
 from mlperf_fast.ops.lstm_cell import lstm_cell
 
@@ -134,7 +135,8 @@ def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: Prediction
                 rows=torch.arange(bsz, device=dev))
     step = lambda: _inner_step(st, net, blank, backend)  # noqa: E731
     if cuda_graph and dev.type == "cuda":
-        step = _capture(step)
+        # The capture's warm-up call runs with no utterance going, so it changes no state.
+        step = capture(step)
     f_len = f_lengths.to(dev)
     for t in range(max(lens, default=0)):
         st.ft.copy_(f[:, t])
@@ -181,17 +183,3 @@ def _inner_step(st: _State, net: PredictionNet, blank: int, backend: str) -> Non
     st.g.copy_(torch.where(keep, g_new, st.g))
     for old, new in zip(st.h + st.c, h_new + c_new):
         old.copy_(torch.where(keep, new, old))
-
-
-def _capture(step):
-    """``step`` captured once in a CUDA graph (after a warm-up that compiles the kernels; the
-    warm-up runs with no utterance going, so it changes no state)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph.replay

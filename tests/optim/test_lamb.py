@@ -6,6 +6,7 @@ import pytest
 import torch
 from optim_cases import DTYPE_IDS, DTYPES, budget, groups, parity, set_grads, tolerance
 
+from mlperf_fast.cuda_graphs import capture
 from mlperf_fast.optim import FusedLAMB
 
 
@@ -156,22 +157,15 @@ def test_cuda_graph_capture_whole_step(name, rng_seed):
     grads = [torch.randn(s, generator=gen).cuda() for s in shapes]
     for p, e, g in zip(params, eager, grads):
         p.grad, e.grad = g.clone(), g.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        opt.step()  # warm-up outside the capture: state, compiled kernels, chunk tables
-    torch.cuda.current_stream().wait_stream(stream)
+    replay = capture(opt.step)  # one warm-up step first: state, compiled kernels, chunk tables
     ref.step()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        opt.step()
     for _ in range(3):
-        graph.replay()
+        replay()
         ref.step()
     lr.fill_(1e-3)
     for g in ref.param_groups:
         g["lr"] = 1e-3
-    graph.replay()
+    replay()
     ref.step()
     torch.cuda.synchronize()
     for p, e in zip(params, eager):

@@ -5,6 +5,7 @@ import pytest
 import torch
 from optim_cases import DTYPE_IDS, DTYPES, budget, parity, tolerance
 
+from mlperf_fast.cuda_graphs import capture
 from mlperf_fast.optim import FusedLARS, lars_param_groups
 
 
@@ -69,22 +70,15 @@ def test_cuda_graph_capture_whole_step(name, rng_seed):
     for p, e in zip(params, eager):
         g = torch.randn(p.shape, generator=gen).cuda()
         p.grad, e.grad = g.clone(), g.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        opt.step()  # warm-up outside the capture
-    torch.cuda.current_stream().wait_stream(stream)
+    replay = capture(opt.step)  # one warm-up step first
     ref.step()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        opt.step()
     for _ in range(3):
-        graph.replay()
+        replay()
         ref.step()
     for group, ref_group in zip(opt.param_groups, ref.param_groups):
         group["lr"].fill_(0.01)
         ref_group["lr"] = 0.01
-    graph.replay()
+    replay()
     ref.step()
     torch.cuda.synchronize()
     for p, e in zip(params, eager):
