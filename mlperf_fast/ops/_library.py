@@ -49,9 +49,16 @@ def build_info() -> dict[str, str]:
 
 def has_native(op: str, device: torch.device) -> bool:
     """Whether _C holds a kernel of ``mlperf_fast::op`` for the device's type."""
+    return _has_native(op, device.type)
+
+
+@lru_cache(maxsize=None)
+def _has_native(op: str, device_type: str) -> bool:
+    # Cached: the dispatcher's lookup costs microseconds on every call of an op, and _C
+    # registers its kernels once, when it is imported.
     if not load_extension():
         return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
     if key is None:
         return False
     try:

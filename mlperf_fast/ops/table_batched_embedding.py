@@ -176,8 +176,7 @@ def validate(layout: TableLayout, indices: torch.Tensor, offsets: torch.Tensor) 
     then leave bad indices out instead of reading outside the weights)."""
     if not _can_check_on_host(indices):
         return
-    if load_extension() and torch._C._dispatch_has_kernel_for_dispatch_key(
-            "mlperf_fast::tbe_validate", {"cpu": "CPU", "cuda": "CUDA"}.get(indices.device.type, "")):
+    if has_native("tbe_validate", indices.device):
         hcum = layout.meta(indices.device)[2]
         code = int(torch.ops.mlperf_fast.tbe_validate(hcum, indices, offsets).item())
     else:
@@ -429,7 +428,12 @@ def table_batched_embedding_bag(
     chosen = _backend(weights.device, backend)
     if check_indices or weights.device.type == "cpu":
         validate(layout, indices, offsets)
-    if torch.is_grad_enabled() and weights.requires_grad:
+    if not torch.is_grad_enabled() or not (
+            weights.requires_grad or (per_sample_weights is not None
+                                      and per_sample_weights.requires_grad)):
+        # Nothing to differentiate: the kernel alone, without autograd's bookkeeping.
+        return _forward(weights, layout, indices, offsets, per_sample_weights, mode, chosen)
+    if weights.requires_grad:
         _check_cuda_dims(layout, weights.device)
     return _TBEFunction.apply(weights, per_sample_weights, layout, indices, offsets, mode, chosen)
 
