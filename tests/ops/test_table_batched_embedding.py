@@ -318,6 +318,57 @@ def test_hot_row_thousands_of_duplicates(backend, rng_seed):
             close(momentum, exp_m, torch.float32)
 
 
+def test_runs_around_slice_boundaries_and_wide_rows(backend, rng_seed):
+    # Rows looked up 1 to 200 times in shuffled order: in key order, runs start and end at every
+    # position of the GPU backward's 32-entry slices, and some span one, two or several slices.
+    # The tables cover every column layout the CUDA kernels have: 256 wide (two chunks of
+    # 4-column vectors), 130 (scalar columns), 64 and one column.
+    skip_triton_backward_only(backend)
+    gen = torch.Generator().manual_seed(rng_seed)
+    layout = TableLayout([24, 24, 24, 5], [256, 130, 64, 1])
+    lengths = torch.tensor([1, 2, 31, 32, 33, 63, 64, 65, 95, 96, 97, 200])
+    B = 50
+    indices, lens = [], []
+    for t, rows in enumerate(layout.rows):
+        per_row = lengths[torch.randint(0, lengths.numel(), (rows,), generator=gen)]
+        if t == 0:
+            # Table 0 comes first in key order: runs that start and end exactly on slice
+            # boundaries (64 from 0, 32 from 64, 96 from 96, 64 from 224, ...).
+            per_row[:12] = torch.tensor([64, 32, 96, 1, 31, 64, 65, 63, 2, 30, 32, 33])
+        idx = torch.repeat_interleave(torch.arange(rows), per_row)
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        cuts = torch.sort(torch.randint(0, idx.numel() + 1, (B - 1,), generator=gen)).values
+        bounds = torch.cat([torch.tensor([0]), cuts, torch.tensor([idx.numel()])])
+        indices.append(idx)
+        lens.append(bounds[1:] - bounds[:-1])
+    indices = torch.cat(indices)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cat(lens).cumsum(0)])
+    w0 = torch.randn(layout.numel, generator=gen)
+    d = backend.device
+    for optimizer in ("grad", "sgd", "rowwise_adagrad"):
+        for mode in ("sum", "mean"):
+            weights = w0.clone().to(d)
+            m0 = torch.rand(layout.num_rows, generator=gen)
+            momentum = (m0.clone().to(d) if optimizer == "rowwise_adagrad"
+                        else torch.zeros_like(weights))
+            grad_out = torch.randn(B, layout.total_D, generator=gen)
+            tbe_backward_update_(grad_out.to(d), weights, layout, indices.to(d), offsets.to(d),
+                                 mode=mode, optimizer=optimizer, lr=0.01, eps=1e-2,
+                                 momentum=momentum, backend=backend.name)
+            grads = reference_row_grads(layout, w0, indices, offsets, grad_out, mode)
+            if optimizer == "grad":
+                close(momentum, torch.cat([g.reshape(-1) for g in grads]), torch.float32)
+                continue
+            exp_w, exp_m = dense_update_reference(layout, w0, grads, optimizer, 0.01, 1e-2, m0)
+            close(weights, exp_w, torch.float32)
+            if exp_m is not None:
+                close(momentum, exp_m, torch.float32)
+    out = table_batched_embedding_bag(w0.to(d), layout, indices.to(d), offsets.to(d),
+                                      backend=backend.name)
+    close(out, reference_forward(reference_bags(layout, w0, "sum"), layout, indices, offsets),
+          torch.float32)
+
+
 @pytest.mark.cuda
 def test_cuda_updates_are_deterministic(rng_seed):
     gen = torch.Generator().manual_seed(rng_seed)
@@ -460,6 +511,24 @@ def test_cuda_unchecked_bad_index_reads_nothing_outside():
 
 
 @pytest.mark.cuda
+def test_cuda_unchecked_bad_index_updates_nothing():
+    # With the check off, the fused backward leaves a bad index out and updates the other rows.
+    layout = TableLayout([5, 3], [4, 4])
+    w0 = torch.randn(layout.numel, device="cuda")
+    w = w0.clone().requires_grad_(True)
+    indices = torch.tensor([10**9, 1, 2, -3], device="cuda")
+    offsets = torch.tensor([0, 1, 2, 3, 4], device="cuda")
+    out = table_batched_embedding_bag_fused(w, layout, indices, offsets, lr=1.0,
+                                            check_indices=False)
+    out.backward(torch.ones_like(out))
+    torch.cuda.synchronize()
+    expected = w0.clone()
+    expected[4:8] -= 1.0   # table 0, row 1 (bag 1)
+    expected[20 + 8:20 + 12] -= 1.0   # table 1, row 2 (bag 0 of table 1)
+    torch.testing.assert_close(w.detach(), expected)
+
+
+@pytest.mark.cuda
 def test_cuda_graph_capture(rng_seed):
     gen = torch.Generator().manual_seed(rng_seed)
     layout = TableLayout([100, 50], [32, 16])
@@ -474,6 +543,34 @@ def test_cuda_graph_capture(rng_seed):
     graph.replay()
     expected = reference_forward(reference_bags(layout, w.cpu(), "sum"), layout, indices, offsets)
     close(out, expected, torch.float32)
+
+
+@pytest.mark.cuda
+def test_cuda_fused_step_in_graph_matches_eager(rng_seed):
+    # The fused step replayed from a CUDA graph updates the weights exactly as run eagerly.
+    from mlperf_fast.cuda_graphs import capture
+
+    gen = torch.Generator().manual_seed(rng_seed)
+    layout = TableLayout([300, 50], [64, 12])
+    indices, offsets = make_case(gen, layout, 96, 6, "powerlaw")
+    indices, offsets = indices.cuda(), offsets.cuda()
+    w0 = torch.randn(layout.numel, device="cuda")
+    grad_out = torch.randn(96, layout.total_D, generator=gen).cuda()
+
+    def step(w):
+        out = table_batched_embedding_bag_fused(w, layout, indices, offsets, lr=0.1,
+                                                check_indices=False)
+        out.backward(grad_out)
+
+    eager = w0.clone().requires_grad_(True)
+    for _ in range(3):
+        step(eager)
+    graphed = w0.clone().requires_grad_(True)
+    replay = capture(lambda: step(graphed))  # runs the step once before capturing it
+    replay()
+    replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(graphed.detach(), eager.detach(), rtol=0, atol=0)
 
 
 def test_fake_tensor_shapes():
