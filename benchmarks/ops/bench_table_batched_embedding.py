@@ -4,7 +4,8 @@
 Baselines, same inputs, same run: one nn.EmbeddingBag per table (sparse gradients and
 torch.optim.SGD for training), and FBGEMM's table-batched embedding with its fused EXACT_SGD
 backward (skipped if fbgemm_gpu is absent). The torch tables are views of our buffer; FBGEMM
-gets its own copy, freed after its measurements.
+gets its own copy, freed after its measurements. Ours also runs replayed from CUDA graphs
+(forward, and forward + backward + SGD), the host's launches dropping out.
 
 Floors (bytes over the measured copy bandwidth):
   forward:  every looked-up row read, the output written, indices and offsets read;
@@ -19,6 +20,7 @@ import pytest
 import torch
 from torch import nn
 
+from mlperf_fast.cuda_graphs import capture
 from mlperf_fast.ops.table_batched_embedding import (
     TableLayout,
     table_batched_embedding_bag,
@@ -162,6 +164,14 @@ def test_tbe_dlrm(measure, tables, L, dist):
     measure(fwd_group, "mlperf_fast triton", triton_forward, shape=shape, bytes=fwd_bytes)
     measure(train_group, "mlperf_fast native, fused SGD", ours_train, shape=shape,
             bytes=train_bytes)
+    # The same calls replayed from CUDA graphs: the GPU's time without the host's launches.
+    replay = capture(lambda: ours_forward(False))
+    measure(fwd_group, "mlperf_fast native, CUDA graph", replay, shape=shape, bytes=fwd_bytes)
+    replay = capture(ours_train)
+    measure(train_group, "mlperf_fast native, fused SGD, CUDA graph", replay, shape=shape,
+            bytes=train_bytes)
+    del replay
+    gc.collect()
     momentum = torch.zeros(layout.num_rows, device="cuda")
 
     def ours_adagrad():
