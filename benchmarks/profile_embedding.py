@@ -9,25 +9,16 @@ A plain script (it needs a GPU): it prints one table per case, with the wall tim
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-from pathlib import Path
 
 import torch
+from loading import bench_module
 from torch.profiler import ProfilerActivity, profile
 
 from mlperf_fast.ops.table_batched_embedding import (
     table_batched_embedding_bag,
     table_batched_embedding_bag_fused,
 )
-
-
-def _bench_module():
-    path = Path(__file__).parent / "ops" / "bench_table_batched_embedding.py"
-    spec = importlib.util.spec_from_file_location("bench_table_batched_embedding", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _profile(fn, steps: int):
@@ -54,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
-    bench = _bench_module()
+    bench = bench_module("table_batched_embedding")
     from mlperf_fast.ops.table_batched_embedding import TableLayout
 
     layout = TableLayout([bench.ROWS] * bench.T, [bench.DIM] * bench.T)

@@ -8,22 +8,13 @@ A plain script (it needs a GPU): it prints the table and the peak memory of the 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-from pathlib import Path
 
 import torch
+from loading import bench_module
 from torch.profiler import ProfilerActivity, profile
 
 from mlperf_fast.ops import transducer_joint_loss
-
-
-def _bench_module():
-    path = Path(__file__).parent / "ops" / "bench_transducer_joint_loss.py"
-    spec = importlib.util.spec_from_file_location("bench_transducer_joint_loss", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("needs a CUDA device", file=sys.stderr)
         return 2
-    bench = _bench_module()
+    bench = bench_module("transducer_joint_loss")
     params, labels = bench._inputs(getattr(torch, args.dtype))
 
     def step():
