@@ -16,6 +16,7 @@ from loading import bench_module
 from torch.profiler import ProfilerActivity, profile
 
 from mlperf_fast.ops.table_batched_embedding import (
+    TableLayout,
     table_batched_embedding_bag,
     table_batched_embedding_bag_fused,
 )
@@ -46,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         print("needs a CUDA device", file=sys.stderr)
         return 2
     bench = bench_module("table_batched_embedding")
-    from mlperf_fast.ops.table_batched_embedding import TableLayout
-
     layout = TableLayout([bench.ROWS] * bench.T, [bench.DIM] * bench.T)
     w = torch.empty(layout.numel, device="cuda").uniform_(-0.05, 0.05).requires_grad_(True)
     grad_out = torch.randn(bench.BATCH, layout.total_D, device="cuda")
