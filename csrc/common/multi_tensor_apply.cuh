@@ -22,8 +22,8 @@ namespace mlperf_fast {
 
 template <int Depth>
 struct TensorListMeta {
-  static constexpr int kMaxTensors = 96;
-  static constexpr int kMaxBlocks = 2048;
+  static constexpr int kMaxTensors = 128;
+  static constexpr int kMaxBlocks = 4096;
   void* addr[Depth][kMaxTensors];
   int64_t numel[kMaxTensors];
   int32_t index[kMaxTensors];        // the tensor's position in the caller's lists
@@ -46,7 +46,7 @@ namespace detail {
 template <int Depth, typename ChunksOf, typename Op, typename... Args>
 void launch_over_chunks(const std::array<at::TensorList, Depth>& lists,
                         const std::vector<int64_t>& which, const ChunkLayout& layout,
-                        ChunksOf chunks_of, Op op, Args... args) {
+                        bool reverse, ChunksOf chunks_of, Op op, Args... args) {
   using Meta = TensorListMeta<Depth>;
   if (which.empty()) return;
   const c10::cuda::CUDAGuard guard(lists[0][which[0]].device());
@@ -60,7 +60,7 @@ void launch_over_chunks(const std::array<at::TensorList, Depth>& lists,
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   };
   for (size_t w = 0; w < which.size(); ++w) {
-    const int64_t i = which[w];
+    const int64_t i = which[reverse ? which.size() - 1 - w : w];
     const int64_t chunks = chunks_of(i);
     if (chunks == 0) continue;
     for (int d = 0; d < Depth; ++d) meta.addr[d][slots] = lists[d][i].data_ptr();
@@ -68,11 +68,11 @@ void launch_over_chunks(const std::array<at::TensorList, Depth>& lists,
     meta.index[slots] = static_cast<int32_t>(i);
     meta.first_chunk[slots] = layout.first[i];
     ++slots;
-    for (int64_t c = 0; c < chunks; ++c) {
+    for (int64_t k = 0; k < chunks; ++k) {
       meta.block_slot[blocks] = static_cast<uint8_t>(slots - 1);
-      meta.block_chunk[blocks] = static_cast<int32_t>(c);
+      meta.block_chunk[blocks] = static_cast<int32_t>(reverse ? chunks - 1 - k : k);
       ++blocks;
-      const bool last_chunk = c == chunks - 1;
+      const bool last_chunk = k == chunks - 1;
       if (blocks == Meta::kMaxBlocks || (slots == Meta::kMaxTensors && last_chunk)) {
         launch();
         blocks = 0;
@@ -102,7 +102,18 @@ void multi_tensor_apply(const std::array<at::TensorList, Depth>& lists,
                         const std::vector<int64_t>& which, const ChunkLayout& layout, Op op,
                         Args... args) {
   detail::launch_over_chunks<Depth>(
-      lists, which, layout, [&](int64_t i) { return layout.chunks(i); }, op, args...);
+      lists, which, layout, false, [&](int64_t i) { return layout.chunks(i); }, op, args...);
+}
+
+// The same chunks, handed out from the last chunk of the last tensor back to the first. A pass
+// that follows another over the same data (LAMB's update after its norms, LARS's after the
+// weight and gradient norms) starts with what the first pass read last, which the L2 still holds.
+template <int Depth, typename Op, typename... Args>
+void multi_tensor_apply_reversed(const std::array<at::TensorList, Depth>& lists,
+                                 const std::vector<int64_t>& which, const ChunkLayout& layout,
+                                 Op op, Args... args) {
+  detail::launch_over_chunks<Depth>(
+      lists, which, layout, true, [&](int64_t i) { return layout.chunks(i); }, op, args...);
 }
 
 }  // namespace mlperf_fast

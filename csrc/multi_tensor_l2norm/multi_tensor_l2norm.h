@@ -5,7 +5,7 @@
 
 namespace mlperf_fast {
 
-// Elements per chunk: the work of one CUDA block, and one CPU work item.
+// Elements per chunk of one CPU work item (the CUDA kernel picks its own: cuda_chunk).
 constexpr int64_t kL2NormChunk = 65536;
 
 // Norms come back in float64 when any input is float64, else in float32 (the accumulator type:

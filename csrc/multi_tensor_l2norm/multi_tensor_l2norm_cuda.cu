@@ -107,6 +107,20 @@ struct ChunkSquares {
   }
 };
 
+// The smallest chunk from 16Ki elements up by which the list takes one launch (kMaxBlocks
+// chunks), capped at 1Mi. Small chunks give every SM its share of a list of small tensors
+// (ResNet-50's weights and gradients: 51M elements, read in ~70 us); a single launch has no
+// tail between launches.
+int64_t cuda_chunk(at::TensorList xs) {
+  constexpr int64_t kMost = TensorListMeta<1>::kMaxBlocks;
+  int64_t chunk = 16384;
+  for (;; chunk *= 2) {
+    int64_t chunks = 0;
+    for (const at::Tensor& t : xs) chunks += (t.numel() + chunk - 1) / chunk;
+    if (chunks <= kMost || chunk >= (int64_t(1) << 20)) return chunk;
+  }
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cuda(at::TensorList tensors,
@@ -119,7 +133,7 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cuda(at::TensorList tenso
   const auto opts = xs[0].options().dtype(dtype);
   const int64_t n = static_cast<int64_t>(xs.size());
 
-  const ChunkLayout layout(xs, kL2NormChunk);
+  const ChunkLayout layout(xs, cuda_chunk(xs));
   at::Tensor partial = at::empty({layout.total_chunks()}, opts);
   // One zeroed buffer (one fill): squares, norms, total, then the integer counters (n + 1
   // ints fit in n + 1 elements of either float type). Empty tensors have no chunk: their

@@ -99,9 +99,11 @@ void sgd_family_cuda(at::TensorList params, at::TensorList grads, at::TensorList
   const std::array<at::TensorList, kDepth> lists{kMaster ? master_params : params, grads,
                                                  a.has_momentum ? bufs : params, params};
   const ChunkLayout layout(params, kOptimChunk);
+  // LARS follows the norms' pass over the weights and gradients: backwards, it starts with
+  // what that pass read last.
   if (a.lars)
-    multi_tensor_apply<kDepth>(lists, all_positions(params), layout,
-                               SgdChunk<T, G, kMaster, true>{}, a);
+    multi_tensor_apply_reversed<kDepth>(lists, all_positions(params), layout,
+                                        SgdChunk<T, G, kMaster, true>{}, a);
   else
     multi_tensor_apply<kDepth>(lists, all_positions(params), layout,
                                SgdChunk<T, G, kMaster, false>{}, a);

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_cases import DTYPE_IDS, DTYPES, budget, groups, parity, set_grads, tolerance
+from optim_cases import (
+    DTYPE_IDS,
+    DTYPES,
+    budget,
+    cuda_matches_cpu,
+    groups,
+    parity,
+    tolerance,
+)
 
 from mlperf_fast.cuda_graphs import capture
 from mlperf_fast.optim import FusedLAMB
@@ -184,3 +192,12 @@ def test_torch_compile_fake():
         torch.ops.mlperf_fast.lamb_step([p], [p], [p], [p], [], [s], None, 1e-3, 0.9, 0.999,
                                         1e-6, 0.01, True, True, True, False, None, 1.0, None,
                                         None, 0)
+
+
+@pytest.mark.cuda
+def test_tensor_split_over_launches(rng_seed):
+    # 32Ki-element chunks, 4096 a launch: the third tensor spans two launches of each pass, the
+    # second pass handing its chunks out backwards.
+    cuda_matches_cpu(lambda ps, be: FusedLAMB(ps, lr=1e-2, weight_decay=0.01, max_grad_norm=1.0,
+                                              backend=be),
+                     [7, 300, 32768 * 4096 + 1001, 65536], rng_seed)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from optim_cases import DTYPE_IDS, DTYPES, budget, parity, tolerance
+from optim_cases import DTYPE_IDS, DTYPES, budget, cuda_matches_cpu, parity, tolerance
 
 from mlperf_fast.cuda_graphs import capture
 from mlperf_fast.optim import FusedLARS, lars_param_groups
@@ -83,3 +83,12 @@ def test_cuda_graph_capture_whole_step(name, rng_seed):
     torch.cuda.synchronize()
     for p, e in zip(params, eager):
         torch.testing.assert_close(p.detach(), e.detach(), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.cuda
+def test_tensor_split_over_launches(rng_seed):
+    # 8Ki-element chunks, 4096 a launch: the third tensor spans two launches of the update,
+    # which hands its chunks out backwards.
+    cuda_matches_cpu(lambda ps, be: FusedLARS(ps, lr=0.05, momentum=0.9, weight_decay=5e-5,
+                                              trust_coefficient=0.001, backend=be),
+                     [7, 300, 8192 * 4096 + 1001, 65536], rng_seed)
