@@ -6,7 +6,9 @@
 // reads. A lane holds 4 consecutive columns (16-byte loads for float32); the indices of longer
 // bags are fetched 32 at a time (the next bag's while this one's rows are read) and broadcast,
 // 8 rows in flight per lane as well. The output is written with streaming stores, which leave
-// the L2 to the rows (hot rows are read again).
+// the L2 to the rows (hot rows are read again). Bags of kLongBag or more indices on average (the
+// host knows the mean from the sizes, with no sync) take a warp each instead: more warps then
+// have rows in flight than when a warp pools 32 long bags in turn.
 //
 // Backward: every index becomes a key (its table's first global row + the index) and a value (its
 // bag, or its position when there are per-sample weights). A stable radix sort on the key's
@@ -43,6 +45,7 @@ constexpr int kBlock = kWarp * kWarpsPerBlock;
 constexpr int kVec = 4;         // columns per lane per chunk of columns
 constexpr int kMaxDim = 256;    // widest row the backward holds in registers
 constexpr int kRowsInFlight = 8;   // rows a lane loads in the forward before summing any
+constexpr int kLongBag = 4;        // mean indices per bag from which the forward takes a warp a bag
 // Blocks per SM the forward and reduce kernels are compiled for (at most 128 and 85 registers a
 // thread): 16 warps an SM with 8 rows each, 24 with 4 gradient and 4 weight rows, keep enough
 // 512-byte rows in flight to cover the memory's latency (the reduce spills a few addresses).
@@ -352,6 +355,27 @@ __global__ void __launch_bounds__(kBlock, kForwardMinBlocks)
     } else {
       pool_bag<scalar_t, index_t, 1>(w, tab, idx, psw, lo, hi, t, mean, dst);
     }
+  }
+}
+
+// Long bags (many indices each on average): a warp per bag, so that more warps, each with its
+// bag's rows in flight, cover the memory's latency than a warp pooling 32 bags in turn.
+template <typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kBlock)
+    tbe_forward_bags_kernel(const scalar_t* __restrict__ w, Tables tab,
+                            const index_t* __restrict__ idx, const index_t* __restrict__ off,
+                            int64_t n, const float* __restrict__ psw, bool mean,
+                            scalar_t* __restrict__ out) {
+  const int64_t bag = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if (bag >= tab.T * tab.B) return;
+  int64_t begin, end;
+  bag_range(off, bag, n, &begin, &end);
+  const int64_t t = bag / tab.B;
+  scalar_t* dst = out + (bag % tab.B) * tab.total_D + tab.d_off[t];
+  if (tab.vec_ok(t)) {
+    pool_bag<scalar_t, index_t, kVec>(w, tab, idx, psw, begin, end, t, mean, dst);
+  } else {
+    pool_bag<scalar_t, index_t, 1>(w, tab, idx, psw, begin, end, t, mean, dst);
   }
 }
 
@@ -993,12 +1017,22 @@ at::Tensor tbe_forward_cuda(const at::Tensor& weights, const at::Tensor& weights
   AT_DISPATCH_INDEX_TYPES(indices.scalar_type(), "tbe_forward_cuda", [&] {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, weights.scalar_type(),
                                     "tbe_forward_cuda", [&] {
-      tbe_forward_kernel<scalar_t, index_t>
-          <<<grid_for(groups, kWarpsPerBlock), kBlock, 0, stream>>>(
-          weights.const_data_ptr<scalar_t>(), tab,
-          indices.const_data_ptr<index_t>(), offsets.const_data_ptr<index_t>(), indices.numel(),
-          psw.defined() ? psw.const_data_ptr<float>() : nullptr, pooling == kTbeMean,
-          out.data_ptr<scalar_t>());
+      const scalar_t* w = weights.const_data_ptr<scalar_t>();
+      const index_t* idx = indices.const_data_ptr<index_t>();
+      const index_t* off = offsets.const_data_ptr<index_t>();
+      const float* sw = psw.defined() ? psw.const_data_ptr<float>() : nullptr;
+      // The mean bag length is known on the host without a sync.
+      if (indices.numel() >= kLongBag * bags) {
+        tbe_forward_bags_kernel<scalar_t, index_t>
+            <<<grid_for(bags, kWarpsPerBlock), kBlock, 0, stream>>>(
+                w, tab, idx, off, indices.numel(), sw, pooling == kTbeMean,
+                out.data_ptr<scalar_t>());
+      } else {
+        tbe_forward_kernel<scalar_t, index_t>
+            <<<grid_for(groups, kWarpsPerBlock), kBlock, 0, stream>>>(
+                w, tab, idx, off, indices.numel(), sw, pooling == kTbeMean,
+                out.data_ptr<scalar_t>());
+      }
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
