@@ -93,6 +93,21 @@ __device__ __forceinline__ void store_streaming(P* p, const P& v) {
     __stcs(reinterpret_cast<W*>(p) + i, u.words[i]);
 }
 
+// Four float32 gradient values loaded under an L2 evict_last policy. The backward reads a bag's
+// gradient row once per lookup, scattered between the weight rows it streams (read and written
+// once, evict-first). On the H100 it made the DLRM training step 6 to 17% faster than a plain
+// load (20.6 -> 18.2 ms at 20 uniform indices per bag). The reduce kernel also compiles to
+// fewer spills with it, so not all of that gain need come from the cache policy.
+__device__ __forceinline__ float4 load_grad_keep(const float* p) {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(policy));
+  float4 r;
+  asm volatile("ld.global.L2::cache_hint.v4.f32 {%0,%1,%2,%3}, [%4], %5;"
+               : "=f"(r.x), "=f"(r.y), "=f"(r.z), "=f"(r.w)
+               : "l"(p), "l"(policy));
+  return r;
+}
+
 // Loads V consecutive values as one vector when V > 1 (the caller guarantees the alignment).
 template <bool kStream, typename acc_t, typename scalar_t, int V>
 __device__ __forceinline__ void load_vals(const scalar_t* p, acc_t (&out)[V]) {
@@ -614,7 +629,15 @@ __device__ __forceinline__ void sum_entries(
       for (int c = 0; c < NC; ++c) {
         const int d = c * kWarp * V + lane * V;
         if (in && d < D) {
-          load_vals<false, acc_t, scalar_t, V>(go + src + d, g[q][c]);
+          if constexpr (std::is_same_v<scalar_t, float> && V == 4) {
+            const float4 f = load_grad_keep(go + src + d);
+            g[q][c][0] = f.x;
+            g[q][c][1] = f.y;
+            g[q][c][2] = f.z;
+            g[q][c][3] = f.w;
+          } else {
+            load_vals<false, acc_t, scalar_t, V>(go + src + d, g[q][c]);
+          }
         } else {
 #pragma unroll
           for (int j = 0; j < V; ++j) g[q][c][j] = 0;
