@@ -14,7 +14,9 @@ Floors (bytes over the measured copy bandwidth):
 The training floor reads the output gradient once. A deterministic backward sums each row's
 gradient in row order, which scatters a bag's lookups, so it reads a bag's gradient row once per
 lookup: the same at one index per bag, 16.6 GB more than the floor at 20 (5.6 ms at the H100's
-measured 2.94 TB/s), little of which the L2 saves (a table's gradient columns take 33.5 MB).
+measured 2.94 TB/s) unless the L2 serves it. A table's gradient columns take 33.5 MB; the
+backward loads them under an L2 evict_last policy, and at 20 indices per bag it now runs below
+that per-lookup count (18.2 ms uniform against 18.9), so part of those reads hit the L2.
 """
 from __future__ import annotations
 
