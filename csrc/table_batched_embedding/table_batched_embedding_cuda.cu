@@ -147,6 +147,28 @@ __device__ __forceinline__ void bag_range(const index_t* offsets, int64_t bag, i
   *end = max(b0, b1);
 }
 
+// The calling warp's index in the grid.
+__device__ __forceinline__ int64_t global_warp() {
+  return static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+}
+
+// The 32 consecutive bags that the calling warp takes (forward, index check, keys): bags
+// [bag0, bag0 + nb), lane i on bag bag0 + i, in tables t0 .. t1. False past the last bag.
+struct WarpBags {
+  int64_t bag0, t0, t1;
+  int nb, lane;
+};
+
+__device__ __forceinline__ bool warp_bags(int64_t bags, int64_t B, WarpBags* g) {
+  g->bag0 = global_warp() * kWarp;
+  if (g->bag0 >= bags) return false;
+  g->lane = threadIdx.x % kWarp;
+  g->nb = static_cast<int>(min(static_cast<int64_t>(kWarp), bags - g->bag0));
+  g->t0 = g->bag0 / B;
+  g->t1 = (g->bag0 + g->nb - 1) / B;
+  return true;
+}
+
 struct Tables {
   const int64_t* w_off;   // [T]
   const int64_t* d_off;   // [T+1]
@@ -343,16 +365,13 @@ __global__ void __launch_bounds__(kBlock, kForwardMinBlocks)
     tbe_forward_kernel(const scalar_t* __restrict__ w, Tables tab,
                        const index_t* __restrict__ idx, const index_t* __restrict__ off, int64_t n,
                        const float* __restrict__ psw, bool mean, scalar_t* __restrict__ out) {
-  const int64_t bags = tab.T * tab.B;
-  const int64_t bag0 =
-      (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * kWarp;
-  if (bag0 >= bags) return;
-  const int lane = threadIdx.x % kWarp;
-  const int nb = static_cast<int>(min(static_cast<int64_t>(kWarp), bags - bag0));
+  WarpBags g;
+  if (!warp_bags(tab.T * tab.B, tab.B, &g)) return;
+  const int64_t bag0 = g.bag0, t0 = g.t0;
+  const int nb = g.nb;
   int64_t begin = 0, end = 0;
-  if (lane < nb) bag_range(off, bag0 + lane, n, &begin, &end);
-  const int64_t t0 = bag0 / tab.B, t1 = (bag0 + nb - 1) / tab.B;
-  if (t0 == t1) {
+  if (g.lane < nb) bag_range(off, bag0 + g.lane, n, &begin, &end);
+  if (t0 == g.t1) {
     if (tab.vec_ok(t0)) {
       pool_group<scalar_t, index_t, kVec>(w, tab, idx, psw, bag0, nb, t0, begin, end, mean, out);
     } else {
@@ -381,7 +400,7 @@ __global__ void __launch_bounds__(kBlock)
                             const index_t* __restrict__ idx, const index_t* __restrict__ off,
                             int64_t n, const float* __restrict__ psw, bool mean,
                             scalar_t* __restrict__ out) {
-  const int64_t bag = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  const int64_t bag = global_warp();
   if (bag >= tab.T * tab.B) return;
   int64_t begin, end;
   bag_range(off, bag, n, &begin, &end);
@@ -403,7 +422,7 @@ __global__ void __launch_bounds__(kBlock)
                         Tables tab, const index_t* __restrict__ idx,
                         const index_t* __restrict__ off, int64_t n, float* __restrict__ out) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t bag = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  const int64_t bag = global_warp();
   if (bag >= tab.T * tab.B) return;
   const int lane = threadIdx.x % kWarp;
   const int64_t t = bag / tab.B, b = bag % tab.B;
@@ -432,11 +451,10 @@ __global__ void __launch_bounds__(kBlock)
     tbe_validate_kernel(const int64_t* __restrict__ hcum, int64_t B, int64_t bags,
                         const index_t* __restrict__ idx, const index_t* __restrict__ off,
                         int64_t n, unsigned long long* __restrict__ result) {
-  const int64_t bag0 =
-      (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * kWarp;
-  if (bag0 >= bags) return;
-  const int lane = threadIdx.x % kWarp;
-  const int nb = static_cast<int>(min(static_cast<int64_t>(kWarp), bags - bag0));
+  WarpBags g;
+  if (!warp_bags(bags, B, &g)) return;
+  const int64_t bag0 = g.bag0, t0 = g.t0, t1 = g.t1;
+  const int lane = g.lane, nb = g.nb;
   const int64_t bag = bag0 + lane;
   int64_t o0 = 0, o1 = 0;
   unsigned long long err = kTbeValid;
@@ -450,7 +468,6 @@ __global__ void __launch_bounds__(kBlock)
   }
   // Bad offsets are reported before any index (a lower code), so their indices need no check.
   if (__any_sync(kFull, err != static_cast<unsigned long long>(kTbeValid))) return;
-  const int64_t t0 = bag0 / B, t1 = (bag0 + nb - 1) / B;
   const int64_t begin = min(max(o0, int64_t(0)), n), end = min(max(o1, int64_t(0)), n);
   if (t0 == t1) {
     const int64_t rows = hcum[t0 + 1] - hcum[t0];
@@ -693,7 +710,7 @@ __global__ void __launch_bounds__(kBlock, kReduceMinBlocks)
                       const index_t* __restrict__ off, bool mean, LongRuns lr, UpdateArgs u) {
   using acc_t = at::opmath_type<scalar_t>;
   const int lane = threadIdx.x % kWarp;
-  const int64_t s = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  const int64_t s = global_warp();
   const int64_t n = so.n, lo = s * kWarp;
   if (lo >= n) return;
   int m = static_cast<int>(min(static_cast<int64_t>(kWarp), n - lo));
@@ -809,8 +826,7 @@ __global__ void __launch_bounds__(kBlock)
   const int lane = threadIdx.x % kWarp;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * kWarpsPerBlock;
   const int64_t count = *lr.count;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-       i < count; i += warps) {
+  for (int64_t i = global_warp(); i < count; i += warps) {
     const LongRun run = lr.runs[i];
     const int64_t sh = run.slice, D = run.D, avail = lr.slices - sh;
     acc_t wv[kCols][1], first[kInFlight][kCols];
@@ -940,17 +956,14 @@ __global__ void __launch_bounds__(kBlock)
     tbe_keys_kernel(Tables tab, const index_t* __restrict__ idx, const index_t* __restrict__ off,
                     int64_t n, bool by_position, int32_t num_rows, int32_t* __restrict__ key,
                     int32_t* __restrict__ val, int32_t* __restrict__ bag_of) {
-  const int64_t bags = tab.T * tab.B;
-  const int64_t bag0 =
-      (static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp) * kWarp;
-  if (bag0 >= bags) return;
-  const int lane = threadIdx.x % kWarp;
-  const int nb = static_cast<int>(min(static_cast<int64_t>(kWarp), bags - bag0));
+  WarpBags g;
+  if (!warp_bags(tab.T * tab.B, tab.B, &g)) return;
+  const int64_t bag0 = g.bag0, t0 = g.t0, t1 = g.t1;
+  const int lane = g.lane, nb = g.nb;
   int64_t begin = 0, end = 0;
   if (lane < nb) bag_range(off, bag0 + lane, n, &begin, &end);
   const int64_t prev_end = __shfl_up_sync(kFull, end, 1);
   const bool back_to_back = __all_sync(kFull, lane == 0 || lane >= nb || begin == prev_end);
-  const int64_t t0 = bag0 / tab.B, t1 = (bag0 + nb - 1) / tab.B;
   auto emit = [&](int64_t k, int64_t bag, int64_t first, int64_t rows) {
     const int64_t i = static_cast<int64_t>(idx[k]);
     key[k] = (i >= 0 && i < rows) ? static_cast<int32_t>(first + i) : num_rows;
