@@ -360,6 +360,22 @@ __device__ void pool_group(const scalar_t* __restrict__ w, const Tables& tab,
   }
 }
 
+// Bag `bag` (global), indices [lo, hi), pooled into its place in the output by the whole warp.
+template <typename scalar_t, typename index_t>
+__device__ __forceinline__ void pool_one_bag(const scalar_t* __restrict__ w, const Tables& tab,
+                                             const index_t* __restrict__ idx,
+                                             const float* __restrict__ psw, int64_t lo,
+                                             int64_t hi, int64_t bag, bool mean,
+                                             scalar_t* __restrict__ out) {
+  const int64_t t = bag / tab.B;
+  scalar_t* dst = out + (bag % tab.B) * tab.total_D + tab.d_off[t];
+  if (tab.vec_ok(t)) {
+    pool_bag<scalar_t, index_t, kVec>(w, tab, idx, psw, lo, hi, t, mean, dst);
+  } else {
+    pool_bag<scalar_t, index_t, 1>(w, tab, idx, psw, lo, hi, t, mean, dst);
+  }
+}
+
 template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kBlock, kForwardMinBlocks)
     tbe_forward_kernel(const scalar_t* __restrict__ w, Tables tab,
@@ -382,13 +398,7 @@ __global__ void __launch_bounds__(kBlock, kForwardMinBlocks)
   // A group across tables (at most T - 1 of them): bag by bag.
   for (int b = 0; b < nb; ++b) {
     const int64_t lo = __shfl_sync(kFull, begin, b), hi = __shfl_sync(kFull, end, b);
-    const int64_t bag = bag0 + b, t = bag / tab.B;
-    scalar_t* dst = out + (bag % tab.B) * tab.total_D + tab.d_off[t];
-    if (tab.vec_ok(t)) {
-      pool_bag<scalar_t, index_t, kVec>(w, tab, idx, psw, lo, hi, t, mean, dst);
-    } else {
-      pool_bag<scalar_t, index_t, 1>(w, tab, idx, psw, lo, hi, t, mean, dst);
-    }
+    pool_one_bag<scalar_t, index_t>(w, tab, idx, psw, lo, hi, bag0 + b, mean, out);
   }
 }
 
@@ -404,13 +414,7 @@ __global__ void __launch_bounds__(kBlock)
   if (bag >= tab.T * tab.B) return;
   int64_t begin, end;
   bag_range(off, bag, n, &begin, &end);
-  const int64_t t = bag / tab.B;
-  scalar_t* dst = out + (bag % tab.B) * tab.total_D + tab.d_off[t];
-  if (tab.vec_ok(t)) {
-    pool_bag<scalar_t, index_t, kVec>(w, tab, idx, psw, begin, end, t, mean, dst);
-  } else {
-    pool_bag<scalar_t, index_t, 1>(w, tab, idx, psw, begin, end, t, mean, dst);
-  }
+  pool_one_bag<scalar_t, index_t>(w, tab, idx, psw, begin, end, bag, mean, out);
 }
 
 // ---------------------------------------------------------------------------------------------
