@@ -55,4 +55,24 @@ __device__ __forceinline__ void for_each_element(int64_t len, bool aligned, Body
   for (int64_t k = tail + threadIdx.x; k < len; k += BlockSize) body.template run<1>(k);
 }
 
+// Calls body.template run<kPack, Unroll>(k, stride) for groups of Unroll packs that are `stride`
+// elements apart, then run<kPack, 1> for the remaining packs and run<1, 1> for the remaining
+// elements (and for everything when not `aligned`). A body loads all the packs of a group before
+// it stores any: Unroll x (one per list) 16-byte loads in flight per thread, which for_each_element
+// cannot give since the compiler may not move a load above a store that could alias it.
+template <int BlockSize, int Unroll, typename Body>
+__device__ __forceinline__ void for_each_pack_group(int64_t len, bool aligned, Body& body) {
+  int64_t tail = 0;
+  if (aligned) {
+    const int64_t packs = len / kPack;
+    constexpr int64_t kGroup = static_cast<int64_t>(BlockSize) * Unroll;
+    int64_t q = threadIdx.x;
+    for (; q + (Unroll - 1) * BlockSize < packs; q += kGroup)
+      body.template run<kPack, Unroll>(q * kPack, BlockSize * kPack);
+    for (; q < packs; q += BlockSize) body.template run<kPack, 1>(q * kPack, 0);
+    tail = packs * kPack;
+  }
+  for (int64_t k = tail + threadIdx.x; k < len; k += BlockSize) body.template run<1, 1>(k, 0);
+}
+
 }  // namespace mlperf_fast

@@ -33,29 +33,8 @@ constexpr int kBlock = 256;
 // launch (up to 128 tensors and 4096 chunks: 128Mi elements) covers BERT-large's 396 tensors
 // in four launches a pass.
 constexpr int64_t kCudaChunk = 32768;
-// Packs per thread loaded before any is used: kPackUnroll x (up to 4 lists) 16-byte loads in
-// flight per thread. The stores of one group come after all its loads, so no aliasing between
-// lists can serialize them.
+// Packs per thread loaded before any is used (see for_each_pack_group).
 constexpr int kPackUnroll = 2;
-
-// Calls body.template run<kPack, kPackUnroll>(k, stride) for groups of kPackUnroll packs that
-// are `stride` elements apart, then run<kPack, 1> for the remaining packs and run<1, 1> for the
-// remaining elements (and for everything when not `aligned`).
-template <typename Body>
-__device__ __forceinline__ void for_each_pack_group(int64_t len, bool aligned, Body& body) {
-  int64_t tail = 0;
-  if (aligned) {
-    const int64_t packs = len / kPack;
-    constexpr int64_t kGroup = static_cast<int64_t>(kBlock) * kPackUnroll;
-    int64_t q = threadIdx.x;
-    for (; q + (kPackUnroll - 1) * kBlock < packs; q += kGroup)
-      body.template run<kPack, kPackUnroll>(q * kPack, kBlock * kPack);
-    for (; q < packs; q += kBlock) body.template run<kPack, 1>(q * kPack, 0);
-    tail = packs * kPack;
-  }
-  for (int64_t k = tail + threadIdx.x; k < len; k += kBlock) body.template run<1, 1>(k, 0);
-}
-
 // The Adam direction of optim_math.h with the bias corrections applied as reciprocals computed
 // once per block rather than divided per element (within an ulp of adam_direction).
 template <typename T>
@@ -175,7 +154,7 @@ struct MomentsChunk {
     const int64_t len = min(chunk_size, numel - begin);
     ChunkBody<T, G, kMaster, kLamb> body(meta, slot, begin, a, pro.divisor,
                                          static_cast<T>(a.lr.get()));
-    for_each_pack_group(len, body.aligned(), body);
+    for_each_pack_group<kBlock, kPackUnroll>(len, body.aligned(), body);
     if constexpr (kLamb) {
       const T pp = block_sum(body.pp);
       const T uu = block_sum(body.uu);
@@ -266,7 +245,7 @@ struct TrustChunk {
     const bool aligned = pack_aligned<kPack>(body.w) && pack_aligned<kPack>(body.m) &&
                          pack_aligned<kPack>(body.v) &&
                          (!kMaster || pack_aligned<kPack>(body.model));
-    for_each_pack_group(len, aligned, body);
+    for_each_pack_group<kBlock, kPackUnroll>(len, aligned, body);
   }
 };
 

@@ -16,6 +16,8 @@ namespace mlperf_fast {
 namespace {
 
 constexpr int kBlock = 256;
+// Packs per thread loaded before any is stored (see for_each_pack_group).
+constexpr int kPackUnroll = 2;
 // Lists: math weights (master or params), grads, momentum buffers, low-precision params.
 constexpr int kDepth = 4;
 using Meta = TensorListMeta<kDepth>;
@@ -32,30 +34,36 @@ struct SgdChunk {
     SgdCoeffs<T> co;
     T divisor, lr, scaled_lr;
 
-    template <int N>
-    __device__ __forceinline__ void run(int64_t k) {
-      T pw[N], pb[N];
-      G pg[N];
-      load_n<N>(pw, w, k);
-      load_n<N>(pg, g, k);
-      if (co.has_momentum && (kLars || !co.first_run)) load_n<N>(pb, buf, k);
+    template <int N, int U>
+    __device__ __forceinline__ void run(int64_t k, int64_t stride) {
+      T pw[U][N], pb[U][N];
+      G pg[U][N];
 #pragma unroll
-      for (int j = 0; j < N; ++j) {
-        const T grad = static_cast<T>(pg[j]) / divisor;
-        if constexpr (kLars) {
-          pb[j] = co.momentum * pb[j] + scaled_lr * (grad + co.weight_decay * pw[j]);
-          pw[j] = pw[j] - pb[j];
-        } else {
-          pw[j] = pw[j] - lr * sgd_direction(pw[j], grad, pb[j], co);
-        }
+      for (int u = 0; u < U; ++u) {
+        load_n<N>(pw[u], w, k + u * stride);
+        load_n<N>(pg[u], g, k + u * stride);
+        if (co.has_momentum && (kLars || !co.first_run)) load_n<N>(pb[u], buf, k + u * stride);
       }
-      if (co.has_momentum) store_n<N>(buf, k, pb);
-      store_n<N>(w, k, pw);
-      if constexpr (kMaster) {
-        G out[N];
 #pragma unroll
-        for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[j]);
-        store_n<N>(model, k, out);
+      for (int u = 0; u < U; ++u) {
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+          const T grad = static_cast<T>(pg[u][j]) / divisor;
+          if constexpr (kLars) {
+            pb[u][j] = co.momentum * pb[u][j] + scaled_lr * (grad + co.weight_decay * pw[u][j]);
+            pw[u][j] = pw[u][j] - pb[u][j];
+          } else {
+            pw[u][j] = pw[u][j] - lr * sgd_direction(pw[u][j], grad, pb[u][j], co);
+          }
+        }
+        if (co.has_momentum) store_n<N>(buf, k + u * stride, pb[u]);
+        store_n<N>(w, k + u * stride, pw[u]);
+        if constexpr (kMaster) {
+          G out[N];
+#pragma unroll
+          for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[u][j]);
+          store_n<N>(model, k + u * stride, out);
+        }
       }
     }
   };
@@ -88,7 +96,7 @@ struct SgdChunk {
     const bool aligned = pack_aligned<kPack>(body.w) && pack_aligned<kPack>(body.g) &&
                          (!a.has_momentum || pack_aligned<kPack>(body.buf)) &&
                          (!kMaster || pack_aligned<kPack>(body.model));
-    for_each_element<kBlock>(len, aligned, body);
+    for_each_pack_group<kBlock, kPackUnroll>(len, aligned, body);
   }
 };
 
