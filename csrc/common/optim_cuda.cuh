@@ -40,26 +40,11 @@ __device__ __forceinline__ void store_n(T* dst, int64_t k, const T (&src)[N]) {
   }
 }
 
-// Calls body.template run<kPack>(k) for k = 0, kPack, ... over the packs of [0, len) and
-// body.template run<1>(k) for the remaining elements, spread over the block's threads; packs
-// only when `aligned` (every list's pointer is aligned to a whole pack).
-template <int BlockSize, typename Body>
-__device__ __forceinline__ void for_each_element(int64_t len, bool aligned, Body& body) {
-  int64_t tail = 0;
-  if (aligned) {
-    const int64_t packs = len / kPack;
-#pragma unroll 2
-    for (int64_t q = threadIdx.x; q < packs; q += BlockSize) body.template run<kPack>(q * kPack);
-    tail = packs * kPack;
-  }
-  for (int64_t k = tail + threadIdx.x; k < len; k += BlockSize) body.template run<1>(k);
-}
-
 // Calls body.template run<kPack, Unroll>(k, stride) for groups of Unroll packs that are `stride`
 // elements apart, then run<kPack, 1> for the remaining packs and run<1, 1> for the remaining
 // elements (and for everything when not `aligned`). A body loads all the packs of a group before
-// it stores any: Unroll x (one per list) 16-byte loads in flight per thread, which for_each_element
-// cannot give since the compiler may not move a load above a store that could alias it.
+// it stores any: Unroll x (one per list) 16-byte loads in flight per thread, which a plain loop
+// cannot give, since the compiler may not move a load above a store that could alias it.
 template <int BlockSize, int Unroll, typename Body>
 __device__ __forceinline__ void for_each_pack_group(int64_t len, bool aligned, Body& body) {
   int64_t tail = 0;
