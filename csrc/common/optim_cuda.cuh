@@ -40,6 +40,19 @@ __device__ __forceinline__ void store_n(T* dst, int64_t k, const T (&src)[N]) {
   }
 }
 
+// Stores updated math weights at k and, under master weights (kMaster), their rounding to the
+// low-precision params.
+template <bool kMaster, int N, typename T, typename G>
+__device__ __forceinline__ void store_weights(T* w, G* model, int64_t k, const T (&pw)[N]) {
+  store_n<N>(w, k, pw);
+  if constexpr (kMaster) {
+    G out[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[j]);
+    store_n<N>(model, k, out);
+  }
+}
+
 // Calls body.template run<kPack, Unroll>(k, stride) for groups of Unroll packs that are `stride`
 // elements apart, then run<kPack, 1> for the remaining packs and run<1, 1> for the remaining
 // elements (and for everything when not `aligned`). A body loads all the packs of a group before

@@ -128,13 +128,7 @@ struct ChunkBody {
       store_n<N>(m, k + u * stride, pm[u]);
       store_n<N>(v, k + u * stride, pv[u]);
       if constexpr (!kLamb) {
-        store_n<N>(w, k + u * stride, pw[u]);
-        if constexpr (kMaster) {
-          G out[N];
-#pragma unroll
-          for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[u][j]);
-          store_n<N>(model, k + u * stride, out);
-        }
+        store_weights<kMaster>(w, model, k + u * stride, pw[u]);
       }
     }
   }
@@ -209,17 +203,11 @@ struct TrustChunk {
         load_n<N>(pm[u], m, k + u * stride);
         load_n<N>(pv[u], v, k + u * stride);
       }
-  #pragma unroll
+#pragma unroll
       for (int u = 0; u < U; ++u) {
 #pragma unroll
         for (int j = 0; j < N; ++j) pw[u][j] = pw[u][j] - scale * dir(pw[u][j], pm[u][j], pv[u][j]);
-        store_n<N>(w, k + u * stride, pw[u]);
-        if constexpr (kMaster) {
-          G out[N];
-#pragma unroll
-          for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[u][j]);
-          store_n<N>(model, k + u * stride, out);
-        }
+        store_weights<kMaster>(w, model, k + u * stride, pw[u]);
       }
     }
   };

@@ -57,13 +57,7 @@ struct SgdChunk {
           }
         }
         if (co.has_momentum) store_n<N>(buf, k + u * stride, pb[u]);
-        store_n<N>(w, k + u * stride, pw[u]);
-        if constexpr (kMaster) {
-          G out[N];
-#pragma unroll
-          for (int j = 0; j < N; ++j) out[j] = static_cast<G>(pw[u][j]);
-          store_n<N>(model, k + u * stride, out);
-        }
+        store_weights<kMaster>(w, model, k + u * stride, pw[u]);
       }
     }
   };
