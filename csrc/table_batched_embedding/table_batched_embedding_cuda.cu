@@ -20,12 +20,13 @@
 // No atomics on values: results are the same on every run.
 //
 // Where the backward's time goes (H100, DLRM at 20 uniform indices per bag, ncu): the reduce
-// kernel moves 28.7 GB of DRAM traffic in 10.0 ms (2.87 TB/s). About 8 GB of it are gradient
+// kernel moves 28.9 GB of DRAM traffic in 10.1 ms (2.87 TB/s). About 8 GB of it are gradient
 // rows read again: 6.6 GB of its 27.4 GB of L2 reads hit, which is 38% of the 17.4 GB of
-// gradient gathers, although a table's gradient (33.5 MB) would fit the L2. Passes over half the columns at a time (16.8 MB of a table's gradient) cut the
-// traffic to 23.5 GB but ran at 2.2 TB/s, 0.6 ms slower in all: rows are then touched in 256-byte
-// pieces. Setting aside L2 for persisting accesses (cudaLimitPersistingL2CacheSize) made it slower
-// still (21 MiB: 19.0 ms; 31 MiB: 28 ms, against 17.9).
+// gradient gathers, although a table's gradient (33.5 MB) would fit the L2. Passes over half the
+// columns at a time (16.8 MB of a table's gradient) cut the traffic to 23.5 GB but ran at
+// 2.2 TB/s, 0.6 ms slower in all: rows are then touched in 256-byte pieces. Setting aside L2 for
+// persisting accesses (cudaLimitPersistingL2CacheSize) made it slower still (21 MiB: 19.0 ms;
+// 31 MiB: 28 ms, against 17.9).
 #include <ATen/Dispatch.h>
 #include <ATen/Functions.h>
 #include <ATen/OpMathType.h>
