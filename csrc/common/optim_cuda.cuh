@@ -58,7 +58,9 @@ __device__ __forceinline__ void store_weights(T* w, G* model, int64_t k, const T
 // elements (and for everything when not `aligned`). A body loads all the packs of a group before
 // it stores any: Unroll x (one per list) 16-byte loads in flight per thread, which a plain loop
 // cannot give, since the compiler may not move a load above a store that could alias it.
-template <int BlockSize, int Unroll, typename Body>
+// Two packs a group, for every fused optimizer: with four lists, 8 loads in flight per thread.
+constexpr int kPackUnroll = 2;
+template <int BlockSize, typename Body, int Unroll = kPackUnroll>
 __device__ __forceinline__ void for_each_pack_group(int64_t len, bool aligned, Body& body) {
   int64_t tail = 0;
   if (aligned) {

@@ -33,8 +33,6 @@ constexpr int kBlock = 256;
 // launch (up to 128 tensors and 4096 chunks: 128Mi elements) covers BERT-large's 396 tensors
 // in four launches a pass.
 constexpr int64_t kCudaChunk = 32768;
-// Packs per thread loaded before any is used (see for_each_pack_group).
-constexpr int kPackUnroll = 2;
 // The Adam direction of optim_math.h with the bias corrections applied as reciprocals computed
 // once per block rather than divided per element (within an ulp of adam_direction).
 template <typename T>
@@ -148,7 +146,7 @@ struct MomentsChunk {
     const int64_t len = min(chunk_size, numel - begin);
     ChunkBody<T, G, kMaster, kLamb> body(meta, slot, begin, a, pro.divisor,
                                          static_cast<T>(a.lr.get()));
-    for_each_pack_group<kBlock, kPackUnroll>(len, body.aligned(), body);
+    for_each_pack_group<kBlock>(len, body.aligned(), body);
     if constexpr (kLamb) {
       const T pp = block_sum(body.pp);
       const T uu = block_sum(body.uu);
@@ -233,7 +231,7 @@ struct TrustChunk {
     const bool aligned = pack_aligned<kPack>(body.w) && pack_aligned<kPack>(body.m) &&
                          pack_aligned<kPack>(body.v) &&
                          (!kMaster || pack_aligned<kPack>(body.model));
-    for_each_pack_group<kBlock, kPackUnroll>(len, aligned, body);
+    for_each_pack_group<kBlock>(len, aligned, body);
   }
 };
 

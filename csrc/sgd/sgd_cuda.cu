@@ -16,8 +16,6 @@ namespace mlperf_fast {
 namespace {
 
 constexpr int kBlock = 256;
-// Packs per thread loaded before any is stored (see for_each_pack_group).
-constexpr int kPackUnroll = 2;
 // Lists: math weights (master or params), grads, momentum buffers, low-precision params.
 constexpr int kDepth = 4;
 using Meta = TensorListMeta<kDepth>;
@@ -90,7 +88,7 @@ struct SgdChunk {
     const bool aligned = pack_aligned<kPack>(body.w) && pack_aligned<kPack>(body.g) &&
                          (!a.has_momentum || pack_aligned<kPack>(body.buf)) &&
                          (!kMaster || pack_aligned<kPack>(body.model));
-    for_each_pack_group<kBlock, kPackUnroll>(len, aligned, body);
+    for_each_pack_group<kBlock>(len, aligned, body);
   }
 };
 
