@@ -4,10 +4,13 @@ environment it runs as a single process."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 def launched_by_torchrun() -> bool:
@@ -74,3 +77,30 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """Maximum of ``t`` over ranks (in place): a flag raised on any rank is raised on all."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
+def rank0_first(fn: Callable[[], T]) -> T:
+    """``fn()`` on rank 0, then on the other ranks once it has finished: for work whose result
+    the others then find ready (a data set built into the cache). An exception on rank 0 is
+    raised on every rank, so that none waits for it forever."""
+    if not is_distributed():
+        return fn()
+    if dist.get_rank() == 0:
+        try:
+            result = fn()
+        except BaseException as e:
+            broadcast_object(f"{type(e).__name__}: {e}")
+            raise
+        broadcast_object(None)
+        return result
+    error = broadcast_object(None)
+    if error is not None:
+        raise RuntimeError(f"rank 0 failed: {error}")
+    return fn()

@@ -1,0 +1,3 @@
+"""What every benchmark's input needs: the verified cache of generated data (cache.py), samplers
+(samplers.py), input loading with worker processes or a prefetch thread and the time spent waiting
+for it (loader.py), tokenizers (tokenizers.py) and NVIDIA DALI's availability (dali.py)."""
