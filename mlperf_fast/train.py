@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pkgutil
 import shutil
 import sys
 import time
@@ -34,13 +35,26 @@ def register(name: str, target: str, description: str) -> None:
     REGISTRY[name] = Entry(target, description)
 
 
-register("rnnt", "mlperf_fast.rnnt.train:RNNTWorkload",
-         "RNN-T speech recognition (LibriSpeech; embedded: a synthesized English corpus)")
+def _discover() -> None:
+    """Register every package of mlperf_fast.workloads: its name is the benchmark's, its
+    docstring's first line the description, and its workload.py's ``WORKLOAD`` the class
+    (imported only when the benchmark runs, so that --list stays light)."""
+    import mlperf_fast.workloads as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.ispkg or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        doc = (module.__doc__ or info.name).strip().splitlines()[0]
+        register(info.name, f"{pkg.__name__}.{info.name}.workload:WORKLOAD", doc)
+
+
+_discover()
 
 
 def load_workload(name: str) -> type[Workload]:
-    module, _, cls = REGISTRY[name].target.partition(":")
-    return getattr(importlib.import_module(module), cls)
+    module, _, attr = REGISTRY[name].target.partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 class UsageError(Exception):
@@ -65,8 +79,12 @@ def _parser() -> argparse.ArgumentParser:
                    "--data-dir, 'closed' with it)")
     p.add_argument("--runs", type=int, default=1, help="runs with distinct seeds, scored as MLPerf "
                    "does (drop the fastest and slowest, average the rest)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the run (of the seeds of --runs)")
-    p.add_argument("--max-epochs", type=int, help="epoch budget (default: the configuration's)")
+    p.add_argument("--seed", type=int, help="seed of the run (of the seeds of --runs; default: "
+                   "the configuration's)")
+    p.add_argument("--budget", type=float, help="the budget in the benchmark's unit of progress "
+                   "(epochs, samples or iterations; default: the configuration's)")
+    p.add_argument("--max-epochs", type=int, help="the budget in epochs, for benchmarks that "
+                   "count epochs")
     p.add_argument("--output", help="output folder (default: runs/NAME-CONFIG-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the runs in --output from "
                    "their last checkpoints")
@@ -87,6 +105,8 @@ def _validate(args: argparse.Namespace) -> tuple[type[Workload], str]:
                              ("--checkpoint-every", args.checkpoint_every, 0)):
         if value is not None and value < low:
             raise UsageError(f"{flag} must be at least {low}, got {value}")
+    if args.budget is not None and not (args.budget > 0 and args.budget != float("inf")):
+        raise UsageError(f"--budget must be a finite number > 0, got {args.budget}")
     if args.device == "cuda":
         import torch
 
@@ -98,6 +118,12 @@ def _validate(args: argparse.Namespace) -> tuple[type[Workload], str]:
     if config not in configs:
         raise UsageError(f"{args.name} has no configuration {config!r} "
                          f"(known: {', '.join(sorted(configs))})")
+    unit = configs[config].schedule.unit
+    if args.max_epochs is not None:
+        if unit != "epoch":
+            raise UsageError(f"--max-epochs: {args.name} counts {unit}s, not epochs; use --budget")
+        if args.budget is not None:
+            raise UsageError("--max-epochs and --budget name the same budget: give one")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):
         raise UsageError(f"--data-dir {args.data_dir}: no such directory")
     try:
@@ -130,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     created = not os.path.exists(output)
     options = RunOptions(
         config=config, output_dir=output, seed=args.seed, runs=args.runs,
-        data_dir=args.data_dir, max_epochs=args.max_epochs, resume=args.resume,
+        data_dir=args.data_dir,
+        budget=args.budget if args.max_epochs is None else float(args.max_epochs),
+        resume=args.resume,
         device=args.device, checkpoint_every=args.checkpoint_every, echo_log=not args.quiet,
     )
     try:

@@ -1,6 +1,6 @@
-"""The run-to-target loop: blocks of training epochs and an evaluation after each, until the
-quality target is met or the epoch budget is spent, with MLPerf logging, checkpoints after
-every block, and a report at the end."""
+"""The run-to-target loop: blocks of training between the evaluation points of the workload's
+schedule, and an evaluation after each, until every quality target is met or the budget is spent,
+with MLPerf logging, checkpoints after every block, and a report at the end."""
 from __future__ import annotations
 
 import os
@@ -16,7 +16,7 @@ from mlperf_fast.harness.mllog import C, MLLog, now_ms
 from mlperf_fast.harness.progress import Progress
 from mlperf_fast.harness.report import RunResult, write_run_report, write_summary
 from mlperf_fast.harness.seeding import rng_state, run_seeds, seed_everything, set_rng_state
-from mlperf_fast.harness.workload import RunContext, Workload
+from mlperf_fast.harness.workload import RunContext, Workload, tidy, metric_values
 
 SUBMISSION_ORG = "mlperf_fast"
 
@@ -24,14 +24,14 @@ SUBMISSION_ORG = "mlperf_fast"
 @dataclass
 class RunOptions:
     """How to run a workload; the CLI's flags. ``output_dir`` holds run_0, run_1, ... and the
-    summary. ``max_epochs`` overrides the workload's budget when given."""
+    summary. ``budget`` overrides the schedule's budget (in its unit) when given."""
 
     config: str
     output_dir: str
-    seed: int = 1
+    seed: int | None = None  # None: the configuration's
     runs: int = 1
     data_dir: str | None = None
-    max_epochs: int | None = None
+    budget: float | None = None
     resume: bool = False
     device: str | None = None
     checkpoint_every: int = 1  # blocks between checkpoints; 0 disables them
@@ -51,7 +51,9 @@ def run_workload(workload_cls: type[Workload], options: RunOptions) -> dict[str,
     rest start afresh.
     """
     rank, world_size, device = distributed.setup(options.device)
-    seeds = [options.seed] if options.runs == 1 else run_seeds(options.seed, options.runs)
+    base_seed = options.seed if options.seed is not None else \
+        workload_cls.configs()[options.config].seed
+    seeds = [base_seed] if options.runs == 1 else run_seeds(base_seed, options.runs)
     results: list[RunResult] = []
     for i, seed in enumerate(seeds):
         out = run_dir(options, i)
@@ -79,6 +81,13 @@ def _platform_name(device: torch.device, world_size: int) -> str:
     return f"{world_size}x{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores)"
 
 
+def _block_metadata(unit: str, start: float, stop: float) -> dict[str, Any]:
+    """block_start's metadata: epochs count from 1 in MLPerf's logs; fractional epochs, samples
+    and iterations are logged as the progress they start at."""
+    first = start + 1 if unit == "epoch" and float(start).is_integer() else start
+    return {"first_epoch_num": tidy(first), "epoch_count": tidy(stop - start)}
+
+
 def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext) -> RunResult:
     config = workload_cls.configs()[options.config]
     is_rank0 = ctx.rank == 0
@@ -93,11 +102,14 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
 
     seed_everything(ctx.seed)
     workload = workload_cls(config, ctx)
-    max_epochs = options.max_epochs or workload.max_epochs
-    progress = Progress(max_epochs, f"{workload.benchmark} ({options.config})",
-                        enabled=options.progress and is_rank0,
-                        quality_name=workload.quality_name)
+    schedule = workload.schedule
+    budget = options.budget if options.budget is not None else schedule.budget
+    points = schedule.evaluation_points(budget)
+    metrics = workload.metrics
+    progress = Progress(budget, f"{workload.benchmark} ({options.config})", unit=schedule.unit,
+                        enabled=options.progress and is_rank0)
     ctx.progress = progress
+    ctx.say = progress.write
 
     if state is None:
         log.event(C.CACHE_CLEAR, True)
@@ -108,7 +120,9 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         log.event(C.SUBMISSION_STATUS, "research")
         log.event(C.SUBMISSION_BENCHMARK, workload.benchmark)
         log.event(C.SEED, ctx.seed)
-        for key, value in workload.hyperparameters().items():
+    hyperparameters = workload.hyperparameters()
+    if state is None:
+        for key, value in hyperparameters.items():
             log.event(key, value)
     workload.build()
     if state is None:
@@ -117,7 +131,7 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         distributed.barrier()
         run_start = now_ms()
         log.start(C.RUN_START, time_ms=run_start)
-        epoch, history = 0, []
+        done_progress, history = 0, []
     else:
         if state["benchmark"] != workload.benchmark or state["seed"] != ctx.seed:
             raise checkpoint.CheckpointError(
@@ -129,38 +143,51 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
                 f"(this run has {ctx.world_size})")
         workload.load_state_dict(state["workload"])
         set_rng_state(state["rng"][ctx.rank])
-        run_start, epoch, history = state["run_start_ms"], state["epoch"], state["history"]
+        run_start, done_progress, history = state["run_start_ms"], state["progress"], state["history"]
 
     status = "aborted"
-    quality: float | None = history[-1]["quality"] if history else None
+    quality: dict[str, float] | None = history[-1]["quality"] if history else None
     blocks = 0
-    progress.start(epoch)
+    progress.start(done_progress)
     try:
-        while epoch < max_epochs:
-            count = min(workload.epochs_per_block, max_epochs - epoch)
-            log.start(C.BLOCK_START, metadata={"first_epoch_num": epoch + 1, "epoch_count": count})
-            for e in range(epoch, epoch + count):
-                log.start(C.EPOCH_START, metadata={"epoch_num": e + 1})
-                workload.train_epoch(e)
-                log.end(C.EPOCH_STOP, metadata={"epoch_num": e + 1})
-                progress.epoch_done()
-            epoch += count
-            log.start(C.EVAL_START, metadata={"epoch_num": epoch})
-            quality = float(distributed.broadcast_object(float(workload.evaluate())))
-            log.event(C.EVAL_ACCURACY, quality, metadata={"epoch_num": epoch})
-            log.end(C.EVAL_STOP, metadata={"epoch_num": epoch})
-            log.end(C.BLOCK_STOP, metadata={"first_epoch_num": epoch - count + 1})
-            history.append({"epoch": epoch, "time_s": (now_ms() - run_start) / 1000.0,
+        for point in points:
+            if point <= done_progress:
+                continue
+            start = done_progress
+            log.start(C.BLOCK_START, metadata=_block_metadata(schedule.unit, start, point))
+            if schedule.unit == "epoch" and float(start).is_integer() and float(point).is_integer():
+                for e in range(int(start), int(point)):
+                    log.start(C.EPOCH_START, metadata={"epoch_num": e + 1})
+                    workload.train(e, e + 1)
+                    log.end(C.EPOCH_STOP, metadata={"epoch_num": e + 1})
+                    progress.advance_to(e + 1)
+                reached = point
+            else:
+                reached = workload.train(start, point)
+                reached = point if reached is None else tidy(reached)
+                progress.advance_to(reached)
+            done_progress = reached
+            log.start(C.EVAL_START, metadata={"epoch_num": done_progress})
+            quality = distributed.broadcast_object(workload.quality(workload.evaluate()))
+            log.event(C.EVAL_ACCURACY, metric_values(metrics, quality),
+                      metadata={"epoch_num": done_progress})
+            log.end(C.EVAL_STOP, metadata={"epoch_num": done_progress})
+            log.end(C.BLOCK_STOP, metadata={"first_epoch_num":
+                                            _block_metadata(schedule.unit, start, point)
+                                            ["first_epoch_num"]})
+            history.append({"progress": done_progress, "time_s": (now_ms() - run_start) / 1000.0,
                             "quality": quality})
             progress.quality(quality)
             blocks += 1
             done = workload.converged(quality)
             if options.checkpoint_every and (blocks % options.checkpoint_every == 0 or done):
-                _save_checkpoint(ckpt_path, workload, ctx, log, run_start, epoch, history)
+                _save_checkpoint(ckpt_path, workload, ctx, log, run_start, done_progress, history)
             if done:
                 status = "converged"
                 break
-        else:
+            if done_progress >= budget:
+                break
+        if status != "converged":
             status = "not converged"
     finally:
         progress.close()
@@ -174,13 +201,15 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
 
     result = RunResult(
         benchmark=workload.benchmark, config=options.config, division=workload.division,
-        seed=ctx.seed, status=status, target=workload.target,
-        quality_name=workload.quality_name, higher_is_better=workload.higher_is_better,
+        seed=ctx.seed, status=status, unit=schedule.unit,
+        targets=[{"name": m.name, "target": m.target, "higher_is_better": m.higher_is_better}
+                 for m in metrics],
         time_to_train_s=(run_stop - run_start) / 1000.0 if status == "converged" else None,
-        run_time_s=(run_stop - run_start) / 1000.0, epochs=epoch, final_quality=quality,
-        history=history, world_size=ctx.world_size, device=_platform_name(ctx.device, ctx.world_size),
+        run_time_s=(run_stop - run_start) / 1000.0, progress=done_progress,
+        final_quality=quality, history=history, world_size=ctx.world_size,
+        device=_platform_name(ctx.device, ctx.world_size),
         resumed=state is not None, compliance=verdict,
-        hyperparameters={k: v for k, v in workload.hyperparameters().items()},
+        hyperparameters=dict(hyperparameters),
         environment=collect() if is_rank0 else {}, output_dir=out,
     )
     if is_rank0:
@@ -190,12 +219,12 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
 
 
 def _save_checkpoint(path: str, workload: Workload, ctx: RunContext, log: MLLog,
-                     run_start: int, epoch: int, history: list[dict[str, float]]) -> None:
+                     run_start: int, done_progress: float, history: list[dict[str, Any]]) -> None:
     rngs = distributed.all_gather_object(rng_state())
     state = workload.state_dict()
     if ctx.rank == 0:
         checkpoint.save(path, {
-            "benchmark": workload.benchmark, "seed": ctx.seed, "epoch": epoch,
+            "benchmark": workload.benchmark, "seed": ctx.seed, "progress": done_progress,
             "history": history, "run_start_ms": run_start, "log_offset": log.offset(),
             "rng": rngs, "workload": state,
         })

@@ -17,14 +17,13 @@ class RunResult:
     division: str
     seed: int
     status: str  # "converged", "not converged" or "aborted"
-    target: float
-    quality_name: str
-    higher_is_better: bool
+    unit: str  # the schedule's unit of progress: "epoch", "sample" or "iteration"
+    targets: list[dict[str, Any]]  # {"name", "target", "higher_is_better"} per metric
     time_to_train_s: float | None  # run_start to run_stop, MLPerf's time-to-train; None unless converged
     run_time_s: float  # run_start to run_stop, whatever the status
-    epochs: int
-    final_quality: float | None
-    history: list[dict[str, float]]  # {"epoch", "time_s" (since run_start), "quality"}
+    progress: float  # epochs (samples, iterations) trained
+    final_quality: dict[str, float] | None  # the last evaluation's metrics by name
+    history: list[dict[str, Any]]  # {"progress", "time_s" (since run_start), "quality": {name: value}}
     world_size: int
     device: str
     resumed: bool
@@ -36,31 +35,47 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def target_text(self) -> str:
+        return " and ".join(f"{t['name']} {'>=' if t['higher_is_better'] else '<='} {t['target']:g}"
+                            for t in self.targets)
+
+    def quality_text(self, quality: dict[str, float] | None = None) -> str:
+        q = self.final_quality if quality is None else quality
+        if not q:
+            return "—"
+        return ", ".join(f"{k} {_fmt(v, 5)}" for k, v in q.items())
+
 
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}g}"
+
+
+def _units(n: float, unit: str) -> str:
+    return f"{n:g} {unit}{'' if n == 1 else 's'}"
 
 
 def write_run_report(result: RunResult, out_dir: str) -> None:
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(result.to_dict(), f, indent=2, default=str)
     verdict = "passed" if result.compliance.get("passed") else "FAILED"
+    names = [t["name"] for t in result.targets]
     lines = [
         f"# {result.benchmark} ({result.config}, {result.division} division), seed {result.seed}",
         "",
-        f"- status: **{result.status}** after {result.epochs} epochs "
-        f"(target {result.quality_name} {'>=' if result.higher_is_better else '<='} {result.target})",
+        f"- status: **{result.status}** after {_units(result.progress, result.unit)} "
+        f"(target {result.target_text()})",
         f"- time to train: {_fmt(result.time_to_train_s)} s (run_start to run_stop: "
         f"{result.run_time_s:.4g} s)",
-        f"- final {result.quality_name}: {_fmt(result.final_quality)}",
+        f"- final quality: {result.quality_text()}",
         f"- processes: {result.world_size} on {result.device}"
         + (" (resumed from a checkpoint)" if result.resumed else ""),
         f"- MLPerf compliance ({result.compliance.get('ruleset')}, "
         f"{result.compliance.get('rules')} rules): {verdict}",
         "",
-        f"| epoch | time (s) | {result.quality_name} |",
-        "|---:|---:|---:|",
-        *[f"| {h['epoch']} | {h['time_s']:.4g} | {h['quality']:.5g} |" for h in result.history],
+        f"| {result.unit} | time (s) | " + " | ".join(names) + " |",
+        "|---:|---:|" + "---:|" * len(names),
+        *[f"| {h['progress']:g} | {h['time_s']:.4g} | "
+          + " | ".join(f"{h['quality'][n]:.5g}" for n in names) + " |" for h in result.history],
     ]
     if result.compliance.get("messages"):
         lines += ["", "Compliance checker output:", "", "```", result.compliance["messages"], "```"]
@@ -75,15 +90,19 @@ def _plot(result: RunResult, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    n = max(1, len(result.targets))
+    fig, axes = plt.subplots(1, n, figsize=(6 * n, 4), dpi=100, squeeze=False)
     times = [h["time_s"] for h in result.history]
-    ax.plot(times, [h["quality"] for h in result.history], marker="o", label=result.quality_name)
-    ax.axhline(result.target, color="tab:red", linestyle="--", label=f"target {result.target}")
-    ax.set_xlabel("seconds since run_start")
-    ax.set_ylabel(result.quality_name)
-    ax.set_title(f"{result.benchmark} ({result.config}), seed {result.seed}: {result.status}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    for ax, t in zip(axes[0], result.targets):
+        name = t["name"]
+        ax.plot(times, [h["quality"][name] for h in result.history], marker="o", label=name)
+        ax.axhline(t["target"], color="tab:red", linestyle="--", label=f"target {t['target']:g}")
+        ax.set_xlabel("seconds since run_start")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{result.benchmark} ({result.config}), seed {result.seed}: {result.status}\n"
+                 f"{result.world_size} x {result.device}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -101,13 +120,13 @@ def write_summary(results: list[RunResult], out_dir: str) -> dict[str, Any]:
         f"Score: **{_fmt(score['score_s'])} s** ({score['method']}); "
         f"{score['converged']} of {score['runs']} runs converged.",
         "",
-        f"| run | seed | status | epochs | time to train (s) | final {first.quality_name} | compliance |",
+        f"| run | seed | status | {first.unit}s | time to train (s) | final quality | compliance |",
         "|---:|---:|---|---:|---:|---:|---|",
     ]
     for i, r in enumerate(results):
         lines.append(
-            f"| {i} | {r.seed} | {r.status} | {r.epochs} | {_fmt(r.time_to_train_s)} | "
-            f"{_fmt(r.final_quality)} | {'passed' if r.compliance.get('passed') else 'FAILED'} |"
+            f"| {i} | {r.seed} | {r.status} | {r.progress:g} | {_fmt(r.time_to_train_s)} | "
+            f"{r.quality_text()} | {'passed' if r.compliance.get('passed') else 'FAILED'} |"
         )
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -87,13 +87,13 @@ class Schedule:
         point = self.every if self.first is None else self.first
         points = []
         while point < end - 1e-9:
-            points.append(_tidy(point))
+            points.append(tidy(point))
             point += self.every
-        points.append(_tidy(end))
+        points.append(tidy(end))
         return points
 
 
-def _tidy(x: float) -> float | int:
+def tidy(x: float) -> float | int:
     """Integral floats as ints, and fractional ones cleaned of float noise (0.15000000000000002)."""
     r = round(x, 9)
     return int(r) if r == int(r) else r
@@ -133,8 +133,8 @@ class RunContext:
     world_size: int = 1
     data_dir: str | None = None
     output_dir: str | None = None
-    #: Called by the workload after each training step: progress(samples, loss). ``loss`` may
-    #: be a tensor; it is read back only as often as the progress display needs it.
+    #: The progress display; the workload calls ``report_step`` after each training step. A
+    #: loss may be a tensor: it is read back only as often as the display needs it.
     progress: Any = field(default=None, repr=False)
     #: Where the workload's status lines go (the progress bar's writer): say("...").
     say: Any = field(default=None, repr=False)
@@ -150,9 +150,12 @@ class RunContext:
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
-    def report_step(self, samples: int, loss: torch.Tensor | float | None = None) -> None:
+    def report_step(self, samples: int, loss: torch.Tensor | float | None = None,
+                    at: float | None = None) -> None:
+        """After each training step: the samples it trained (global), its loss, and, where the
+        workload knows it, the run's progress now in the schedule's unit (moves the bar)."""
         if self.progress is not None:
-            self.progress.step(samples, loss)
+            self.progress.step(samples, loss, at)
 
     def log(self, message: str) -> None:
         """A status line (rank 0 only), through the progress display's writer."""

@@ -31,8 +31,8 @@ def test_reaches_target_with_compliant_log_and_reports(tmp_path):
     summary = run_workload(ToyWorkload, _options(tmp_path))
     (run,) = summary["runs"]
     assert run["status"] == "converged"
-    assert run["final_quality"] >= 0.95
-    assert run["history"][0]["quality"] < run["final_quality"]  # it learned
+    assert run["final_quality"]["accuracy"] >= 0.95
+    assert run["history"][0]["quality"]["accuracy"] < run["final_quality"]["accuracy"]  # it learned
     assert run["time_to_train_s"] > 0
     assert run["compliance"]["passed"], run["compliance"]["messages"]
     out = tmp_path / "out" / "run_0"
@@ -53,14 +53,14 @@ def test_time_to_train_is_run_start_to_run_stop(tmp_path):
 def test_blocks_of_several_epochs(tmp_path):
     summary = run_workload(ToyWorkload, _options(tmp_path, config="two_per_block"))
     run = summary["runs"][0]
-    assert [h["epoch"] % 2 for h in run["history"]] == [0] * len(run["history"])
+    assert [h["progress"] % 2 for h in run["history"]] == [0] * len(run["history"])
     assert run["compliance"]["passed"], run["compliance"]["messages"]
 
 
 def test_unconverged_run_is_reported_as_such(tmp_path):
     summary = run_workload(ToyWorkload, _options(tmp_path, config="unreachable"))
     run = summary["runs"][0]
-    assert run["status"] == "not converged" and run["epochs"] == 5
+    assert run["status"] == "not converged" and run["progress"] == 5
     assert run["time_to_train_s"] is None
     assert summary["score"]["score_s"] is None
     log = (tmp_path / "out" / "run_0" / "mlperf.log").read_text()
@@ -68,8 +68,8 @@ def test_unconverged_run_is_reported_as_such(tmp_path):
 
 
 def test_same_seed_same_result(tmp_path):
-    a = run_workload(ToyWorkload, _options(tmp_path / "a", config="unreachable", max_epochs=2))
-    b = run_workload(ToyWorkload, _options(tmp_path / "b", config="unreachable", max_epochs=2))
+    a = run_workload(ToyWorkload, _options(tmp_path / "a", config="unreachable", budget=2))
+    b = run_workload(ToyWorkload, _options(tmp_path / "b", config="unreachable", budget=2))
     assert [h["quality"] for h in a["runs"][0]["history"]] == \
         [h["quality"] for h in b["runs"][0]["history"]]
     wa = torch.load(tmp_path / "a/out/run_0/checkpoint.pt", weights_only=False)["workload"]
@@ -105,7 +105,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     report = json.loads((tmp_path / "cut" / "run_0" / "report.json").read_text())
-    assert report["resumed"] and report["epochs"] == 5
+    assert report["resumed"] and report["progress"] == 5
     assert report["compliance"]["passed"], report["compliance"]["messages"]
     log = (tmp_path / "cut" / "run_0" / "mlperf.log").read_text()
     assert log.count('"key": "run_start"') == 1 and log.count('"key": "run_stop"') == 1
@@ -133,9 +133,9 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path):
     assert report["compliance"]["passed"], report["compliance"]["messages"]
     # Data parallelism over 2 ranks trains the same model as 1 process with the same global batch.
     single = run_workload(ToyWorkload, _options(tmp_path / "one", config="unreachable",
-                                                 max_epochs=3, data_dir=str(data)))
-    q2 = [h["quality"] for h in report["history"]]
-    q1 = [h["quality"] for h in single["runs"][0]["history"]]
+                                                 budget=3, data_dir=str(data)))
+    q2 = [h["quality"]["accuracy"] for h in report["history"]]
+    q1 = [h["quality"]["accuracy"] for h in single["runs"][0]["history"]]
     assert q2 == pytest.approx(q1, abs=2 / 1024)  # at most a couple of borderline points differ
 
 

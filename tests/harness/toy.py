@@ -19,26 +19,33 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from mlperf_fast.harness import DataError, RunContext, Workload
+from mlperf_fast.harness.step import TrainStep
+from mlperf_fast.harness.workload import Metric, Schedule, WorkloadConfig
 
 DIM, CLASSES = 16, 4
 
 
-@dataclass(frozen=True)
-class ToyConfig:
-    target: float = 0.95
-    max_epochs: int = 20
-    epochs_per_block: int = 1
-    global_batch: int = 64
+@dataclass(frozen=True, kw_only=True)
+class ToyConfig(WorkloadConfig):
+    name: str = "default"
+    targets: tuple[Metric, ...] = (Metric("accuracy", 0.95),)
+    schedule: Schedule = Schedule(unit="epoch", every=1, budget=20)
+    global_batch_size: int = 64
     lr: float = 0.02
     train_samples: int = 4096
     eval_samples: int = 1024
+    #: test hook: (rank, optimizer step) at which that rank's loss is made NaN, or at which the
+    #: step's batch is left out on every rank (``skip_step``)
+    nan_at: tuple[int, int] | None = None
+    skip_step: int | None = None
 
 
 CONFIGS = {
     "default": ToyConfig(),
-    "two_per_block": ToyConfig(epochs_per_block=2),
+    "two_per_block": ToyConfig(name="two_per_block", schedule=Schedule(every=2, budget=20)),
     # never converges: for runs that must go the whole budget (resume, scoring)
-    "unreachable": ToyConfig(target=1.01, max_epochs=5),
+    "unreachable": ToyConfig(name="unreachable", targets=(Metric("accuracy", 1.01),),
+                             schedule=Schedule(budget=5)),
 }
 
 
@@ -50,7 +57,7 @@ def planted_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def write_data(data_dir: str, cfg: ToyConfig = ToyConfig()) -> None:
+def write_data(data_dir: str, cfg: ToyConfig = CONFIGS["default"]) -> None:
     os.makedirs(data_dir, exist_ok=True)
     for name, n, seed in (("train", cfg.train_samples, 1), ("eval", cfg.eval_samples, 2)):
         x, y = planted_data(n, seed)
@@ -92,20 +99,8 @@ class ToyWorkload(Workload):
     def __init__(self, config: ToyConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
 
-    @property
-    def target(self) -> float:
-        return self.config.target
-
-    @property
-    def max_epochs(self) -> int:
-        return self.config.max_epochs
-
-    @property
-    def epochs_per_block(self) -> int:
-        return self.config.epochs_per_block
-
     def hyperparameters(self) -> dict:
-        return {"global_batch_size": self.config.global_batch, "opt_name": "sgd",
+        return {"global_batch_size": self.config.global_batch_size, "opt_name": "sgd",
                 "opt_base_learning_rate": self.config.lr,
                 "gradient_accumulation_steps": 1,
                 "train_samples": self.config.train_samples,
@@ -124,22 +119,27 @@ class ToyWorkload(Workload):
         ).to(ctx.device)
         self.ddp = ctx.wrap_model(self.model)
         self.opt = torch.optim.SGD(self.model.parameters(), lr=cfg.lr, momentum=0.9)
+        self.trainer = TrainStep(_Loss(self.ddp), self.opt, params=list(self.model.parameters()))
+        self.batches_seen = 0
 
-    def train_epoch(self, epoch: int) -> None:
+    def train(self, start: float, stop: float) -> None:
+        epoch = int(start)
         kill_at = os.environ.get("TOY_KILL_AT_EPOCH")
         if kill_at is not None and int(kill_at) == epoch:
             os.kill(os.getpid(), signal.SIGKILL)
         cfg, ctx = self.config, self.ctx
         g = torch.Generator().manual_seed(ctx.seed * 1000 + epoch)
         order = torch.randperm(len(self.x), generator=g).to(ctx.device)
-        per_rank = cfg.global_batch // ctx.world_size
-        for start in range(0, len(order) - cfg.global_batch + 1, cfg.global_batch):
-            idx = order[start + ctx.rank * per_rank: start + (ctx.rank + 1) * per_rank]
-            loss = F.cross_entropy(self.ddp(self.x[idx]), self.y[idx])
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            ctx.report_step(cfg.global_batch, loss.detach())
+        gbs = cfg.global_batch_size
+        per_rank = gbs // ctx.world_size
+        for start_i in range(0, len(order) - gbs + 1, gbs):
+            self.batches_seen += 1
+            if cfg.skip_step == self.batches_seen:
+                continue
+            idx = order[start_i + ctx.rank * per_rank: start_i + (ctx.rank + 1) * per_rank]
+            poison = cfg.nan_at == (ctx.rank, self.batches_seen)
+            result = self.trainer.step([(self.x[idx], self.y[idx], poison)], 1)
+            ctx.report_step(gbs, result.loss, at=epoch + (start_i + gbs) / len(order))
         if os.environ.get("TOY_SAVE_WEIGHTS"):  # the last epoch's save is the one that stays
             torch.save(self.model.state_dict(),
                        os.path.join(ctx.output_dir, f"weights_rank{ctx.rank}.pt"))
@@ -149,8 +149,23 @@ class ToyWorkload(Workload):
         return (self.model(self.ex).argmax(1) == self.ey).float().mean().item()
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict()}
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "step": self.trainer.state_dict(), "batches_seen": self.batches_seen}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
+        self.trainer.load_state_dict(state["step"])
+        self.batches_seen = state["batches_seen"]
+
+
+class _Loss(torch.nn.Module):
+    """The training loss as a module's forward (for DistributedDataParallel's hooks)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, poison: bool = False) -> torch.Tensor:
+        loss = F.cross_entropy(self.model(x), y)
+        return loss * float("nan") if poison else loss
