@@ -17,9 +17,9 @@ import pytest
 import torch
 from rnnt_closed_batch import T, U, V, synthetic_batch
 
-from mlperf_fast.rnnt import ops, reference
-from mlperf_fast.rnnt.config import CLOSED
-from mlperf_fast.rnnt.model import RNNT
+from mlperf_fast.workloads.rnnt import ops, reference
+from mlperf_fast.workloads.rnnt.config import CLOSED
+from mlperf_fast.workloads.rnnt.model import RNNT
 
 B = 128
 MICRO = 16  # the reference's forward batch

@@ -19,10 +19,10 @@ import torch.distributed as dist
 from rnnt_closed_batch import V, synthetic_batch
 
 from mlperf_fast.harness import distributed
-from mlperf_fast.rnnt import ops
-from mlperf_fast.rnnt.config import CLOSED
-from mlperf_fast.rnnt.model import RNNT
-from mlperf_fast.rnnt.train import TrainingLoss
+from mlperf_fast.workloads.rnnt import ops
+from mlperf_fast.workloads.rnnt.config import CLOSED
+from mlperf_fast.workloads.rnnt.model import RNNT
+from mlperf_fast.workloads.rnnt.train import TrainingLoss
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""RNN-T speech recognition (LibriSpeech; embedded: a synthesized English corpus)"""
