@@ -113,6 +113,10 @@ def _validate(args: argparse.Namespace) -> tuple[type[Workload], str]:
         if not torch.cuda.is_available():
             raise UsageError("--device cuda: no CUDA GPU is available")
     workload_cls = load_workload(args.name)
+    missing = workload_cls.missing_modules()
+    if missing:
+        raise UsageError(f"{args.name} needs {', '.join(missing)}: pip install "
+                         f"'mlperf-fast[{workload_cls.extra or 'all'}]'")
     config = args.config or workload_cls.default_config(args.data_dir)
     configs = workload_cls.configs()
     if config not in configs:

@@ -184,6 +184,10 @@ class Workload(abc.ABC):
     benchmark: ClassVar[str]
     #: One line for ``--list``.
     description: ClassVar[str] = ""
+    #: The modules the benchmark needs beyond the base install, and the extra that installs
+    #: them (``pip install mlperf-fast[<extra>]``): checked before the run starts.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
 
     def __init__(self, config: WorkloadConfig, ctx: RunContext) -> None:
         self.config = config
@@ -199,6 +203,21 @@ class Workload(abc.ABC):
     def default_config(cls, data_dir: str | None) -> str:
         """The configuration used when none is named: the embedded one without a data dir."""
         return "embedded" if data_dir is None else "closed"
+
+    @classmethod
+    def missing_modules(cls) -> list[str]:
+        """Those of ``requires`` that cannot be imported here."""
+        import importlib.util
+
+        missing = []
+        for name in cls.requires:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(name)
+        return missing
 
     @classmethod
     def check_data(cls, config: WorkloadConfig, data_dir: str | None) -> None:

@@ -51,6 +51,11 @@ def test_module_entry_point_lists_the_registry():
         (["toy", "--config", "huge"], ["configuration", "huge"]),
         (["toy", "--data-dir", "/nonexistent/data"], ["/nonexistent/data", "no such directory"]),
         (["toy", "--resume"], ["--resume", "--output"]),
+        (["toy", "--budget", "0"], ["--budget"]),
+        (["toy", "--budget", "nan"], ["--budget"]),
+        (["toy", "--max-epochs", "3", "--budget", "3"], ["--max-epochs", "--budget"]),
+        (["toy", "--config", "samples", "--max-epochs", "3"], ["--max-epochs", "samples"]),
+        (["toy-needs"], ["mlperf_fast_no_such_module", "pip install", "mlperf-fast[toy]"]),
     ],
 )
 def test_errors_are_one_line_with_exit_code_2(tmp_path, args, words):

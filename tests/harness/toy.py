@@ -203,3 +203,10 @@ class _Loss(torch.nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, poison: bool = False) -> torch.Tensor:
         loss = F.cross_entropy(self.model(x), y)
         return loss * float("nan") if poison else loss
+
+
+class ToyNeedingAModule(ToyWorkload):
+    """The toy, needing a module that is not installed (the CLI must say which extra to install)."""
+
+    requires = ("mlperf_fast_no_such_module",)
+    extra = "toy"

@@ -31,6 +31,8 @@ from mlperf_fast.workloads.rnnt.pipeline import TorchPipeline, eval_batches
 class RNNTWorkload(Workload):
     benchmark = "rnnt"
     description = "RNN-T speech recognition (LibriSpeech; embedded: a synthesized English corpus)"
+    requires = ("soundfile", "sentencepiece", "espeakng_loader")
+    extra = "rnnt"
 
     def __init__(self, config: RNNTConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
