@@ -210,3 +210,38 @@ class ToyNeedingAModule(ToyWorkload):
 
     requires = ("mlperf_fast_no_such_module",)
     extra = "toy"
+
+
+class ToyClosedSSD(ToyWorkload):
+    """The toy, trained with Adam and logging what closed_ssd.yaml (RetinaNet in the 2.1 round)
+    checks, for the submission export's test: its accuracy stands in for the mAP, and the tensors
+    it names at weights_initialization are the ones the rules list (read from the rules file)."""
+
+    benchmark = "ssd"
+
+    @classmethod
+    def configs(cls) -> dict[str, ToyConfig]:
+        return {"closed": ToyConfig(name="closed", division="closed", lr=0.01,
+                                    targets=(Metric("accuracy", 0.85),))}
+
+    @classmethod
+    def default_config(cls, data_dir: str | None) -> str:
+        return "closed"
+
+    def build(self) -> None:
+        super().build()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.trainer = TrainStep(_Loss(self.ddp), self.opt, params=list(self.model.parameters()))
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "opt_name": "adam", "opt_weight_decay": 0.0,
+                "opt_learning_rate_warmup_epochs": 0, "opt_learning_rate_warmup_factor": 0}
+
+    def log_weights_initialization(self, log) -> None:
+        import re
+
+        from mlperf_fast.harness.compliance import _rules_dir
+
+        with open(os.path.join(_rules_dir(), "closed_ssd.yaml")) as f:
+            for name in re.findall(r'"(module\.[^"]+)"', f.read()):
+                log.event("weights_initialization", metadata={"tensor": name})

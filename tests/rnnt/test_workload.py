@@ -101,7 +101,32 @@ def test_closed_hyperparameters_follow_the_rules(tmp_path, monkeypatch):
     assert (hp["data_spec_augment_time_n"], hp["data_spec_augment_time_min"],
             hp["data_spec_augment_time_max"]) == (10, 0, 0.03)
     assert isinstance(hp["data_train_num_buckets"], int)
-    assert hp["global_batch_size"] == 1024 and hp["gradient_accumulation_steps"] == 64
+    # the RCP at 1024 accumulates 4 micro-batches of 32 per GPU on 8 GPUs: 32 on one
+    assert hp["global_batch_size"] == 1024 and hp["gradient_accumulation_steps"] == 32
     assert hp["train_samples"] == 281241 // 1024 * 1024
     assert rc.CLOSED.targets == (Metric("WER", 0.058, higher_is_better=False),)
     assert rc.CLOSED.division == "closed"
+
+
+@pytest.mark.parametrize("name", [n for n in rc.CONFIGS if n.startswith("closed")])
+def test_closed_configs_match_their_rcp(name):
+    from mlperf_fast.harness.rcp import rcp_match
+
+    w = RNNTWorkload(rc.CONFIGS[name], RunContext(seed=1, device=torch.device("cpu"),
+                                                   world_size=8))
+    w._samples = lambda: ([None] * 281241, [None] * 2703)
+    hp = w.hyperparameters()
+    match = rcp_match("rnnt", "closed", hp)
+    assert "name" in match, match
+    expected_accum = {"rnn_t_ref_0.5k": 2, "rnn_t_ref_1k": 4, "rnn_t_ref_1.5k": 4,
+                      "rnn_t_ref_2k": 16, "rnn_t_ref_3k": 24, "rnn_t_ref_6k": 4}
+    assert hp["gradient_accumulation_steps"] == expected_accum[match["name"]]
+
+
+def test_reference_defaults_match_no_rcp():
+    from mlperf_fast.harness.rcp import rcp_match
+
+    w = RNNTWorkload(rc.REFERENCE_DEFAULTS, RunContext(seed=1, device=torch.device("cpu")))
+    w._samples = lambda: ([None] * 281241, [None] * 2703)
+    warning = rcp_match("rnnt", "closed", w.hyperparameters())["warning"]
+    assert "opt_base_learning_rate 0.004 (RCP 0.007447)" in warning

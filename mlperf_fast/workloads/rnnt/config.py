@@ -146,12 +146,42 @@ class RNNTConfig(WorkloadConfig):
     input_workers: int | None = None
 
 
-CLOSED = RNNTConfig(
-    name="closed", division="closed",
+#: The reference's own defaults (scripts/train.sh). No RCP was produced with them: a closed
+#: result must follow one of the RCP configurations below.
+REFERENCE_DEFAULTS = RNNTConfig(
+    name="reference_defaults", division="closed",
     targets=(Metric("WER", 0.058, higher_is_better=False),),  # [train] --target; [rules]
     schedule=Schedule(unit="epoch", every=1, budget=100),  # evaluated every epoch; [sh] EPOCHS
     global_batch_size=1024,  # [sh] GLOBAL_BATCH_SIZE
 )
+
+#: [rcp] mlperf-logging rcp_checker/training_2.1.0/rcps_rnnt.json: the hyperparameters each
+#: reference convergence point was produced with, by global batch size: (lr, hold epochs, warmup
+#: epochs, decay gamma, beta2, EMA, weights init scale, gradient accumulation steps on 8 GPUs).
+RCP_HYPERPARAMETERS = {
+    512: (0.0062, 11, 1, 0.915, 0.9985, 0.994, 0.45, 2),  # rnn_t_ref_0.5k
+    1024: (0.007447, 17, 3, 0.9037, 0.999, 0.992, 0.5, 4),  # rnn_t_ref_1k
+    1536: (0.0072, 26, 5, 0.92, 0.999, 0.995, 0.5, 4),  # rnn_t_ref_1.5k
+    2048: (0.007, 33, 6, 0.939, 0.999, 0.995, 0.5, 16),  # rnn_t_ref_2k
+    3072: (0.009, 40, 9, 0.94, 0.995, 0.985, 0.35, 24),  # rnn_t_ref_3k
+    6144: (0.014, 40, 16, 0.97, 0.98, 0.96, 0.5, 4),  # rnn_t_ref_6k (beta1 0.82)
+}
+
+
+def rcp_config(global_batch: int, gpus: int = 8) -> RNNTConfig:
+    """The closed configuration at the RCP of ``global_batch``: its hyperparameters, and the
+    per-GPU micro-batch that gives the RCP's accumulation steps on ``gpus`` GPUs."""
+    lr, hold, warmup, gamma, beta2, ema, scale, accum = RCP_HYPERPARAMETERS[global_batch]
+    return REFERENCE_DEFAULTS.replace(
+        name=f"closed_bs{global_batch}", global_batch_size=global_batch,
+        optim=OptimConfig(micro_batch=max(1, global_batch // gpus // accum), lr=lr,
+                          hold_epochs=hold, warmup_epochs=warmup, lr_exp_gamma=gamma,
+                          beta1=0.82 if global_batch == 6144 else 0.9, beta2=beta2, ema=ema),
+        model=ModelConfig(weights_init_scale=scale))
+
+
+#: The default closed configuration: the RCP at global batch 1024 (44.5 epochs on average).
+CLOSED = rcp_config(1024).replace(name="closed")
 
 #: A small RNN-T on the embedded corpus, trainable to its target on a 2-core CPU in minutes. The
 #: pipeline is the closed one (features, augmentation, dropout, LAMB with warmup/hold/exponential
@@ -179,4 +209,7 @@ EMBEDDED = RNNTConfig(
     eval_samples=None,
 )
 
-CONFIGS: dict[str, RNNTConfig] = {"closed": CLOSED, "embedded": EMBEDDED}
+CONFIGS: dict[str, RNNTConfig] = {
+    "closed": CLOSED, "embedded": EMBEDDED, "reference_defaults": REFERENCE_DEFAULTS,
+    **{f"closed_bs{b}": rcp_config(b) for b in RCP_HYPERPARAMETERS},
+}
