@@ -25,8 +25,9 @@ def train_sentencepiece(texts: Sequence[str], vocab_size: int, prefix: str,
             input=text_file, model_prefix=prefix, vocab_size=vocab_size, character_coverage=1.0,
             bos_id=-1, eos_id=-1, model_type=model_type, num_threads=1, minloglevel=2)
     except RuntimeError as e:  # too little text for the vocabulary, most often
+        reason = str(e).strip().splitlines()[-1].rsplit("] ", 1)[-1]  # past sentencepiece's
         raise DataError(f"sentencepiece could not train {vocab_size} pieces on {len(texts)} "
-                        f"transcripts ({str(e).strip().splitlines()[-1]})") from e
+                        f"transcripts: {reason}") from e
     finally:
         os.unlink(text_file)
     return prefix + ".model"

@@ -9,6 +9,7 @@ The embedded corpus is written in the first form and read back by the same reade
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -200,6 +201,8 @@ def embedded_corpus(corpus: EmbeddedCorpus, train_split: str, eval_split: str,
                     log=print) -> str:
     """The corpus's folder in the verified cache (data/cache.py), generated (or regenerated, if
     the cached one is damaged) as needed; on rank 0 first when the run is distributed."""
-    return cached("rnnt", f"embedded-v{corpus.version}", corpus,
+    # the split names are folder names inside the corpus: part of what its content depends on
+    settings = {"corpus": dataclasses.asdict(corpus), "splits": [train_split, eval_split]}
+    return cached("rnnt", f"embedded-v{corpus.version}", settings,
                   lambda out: generate_corpus(corpus, train_split, eval_split, out, log=log),
                   log=log, what="the embedded RNN-T corpus")
