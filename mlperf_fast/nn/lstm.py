@@ -14,7 +14,8 @@ weight_hr_l{k} with ``proj_size``), so a state_dict of one loads into the other 
            set from benchmarks/ops/bench_lstm_cell.py, which measures both on the RNN-T shapes.
 
 The input and ``hx`` are checked against the module (sizes, layer count, batch, dtype, device)
-before any kernel runs, as torch.nn.LSTM checks them; the error is an :class:`LSTMInputError`,
+before any kernel runs, as torch.nn.LSTM checks them (dtypes only outside autocast, which
+casts them); the error is an :class:`LSTMInputError`,
 which is a TypeError, a ValueError and a RuntimeError at once, so that code written against
 torch.nn.LSTM's errors (RuntimeError for hx, ValueError for the input's dtype) catches it.
 """
@@ -153,7 +154,7 @@ class LSTM(nn.Module):
                 exp = (layers, size) if unbatched else want
                 raise LSTMInputError(f"hx: {name} of shape {got}, expected {exp} "
                                      f"(num_layers * num_directions, batch, size)")
-            if t.dtype != x.dtype:
+            if t.dtype != x.dtype and not torch.is_autocast_enabled(x.device.type):
                 raise LSTMInputError(f"hx: {name} of dtype {t.dtype}, the input {x.dtype}")
             if t.device != x.device:
                 raise LSTMInputError(f"hx: {name} is on {t.device}, the input on {x.device}")

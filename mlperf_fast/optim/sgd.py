@@ -18,7 +18,9 @@ class FusedSGD(FusedOptimizer):
     torch.optim.SGD's, with no extra entry); each step's arithmetic runs in float32 and is
     rounded once into the parameter and the buffer. ``master_weights=True`` keeps float32 master
     weights ("master_param") and float32 buffers instead, as apex's FusedSGD with
-    ``materialize_master_grads`` does: more exact than torch.optim.SGD, so no longer equal to it.
+    ``materialize_master_grads`` does: more exact than torch.optim.SGD, so no longer equal to it,
+    and faster: without master weights each step also makes float32 copies of the parameters
+    and buffers for the kernels (which take float32 weights) and rounds them back.
     """
 
     _lazy_state = ("momentum_buffer",)

@@ -184,3 +184,13 @@ def test_torch_sample_inputs():
         counts[impl] = (passed, refused, len(samples))
     print("torch nn.LSTM samples (passed, refused, total):", counts)
     assert counts["cudnn"][0] == counts["cudnn"][2] and counts["auto"][0] == counts["auto"][2]
+
+
+def test_autocast_accepts_what_torch_accepts(rng_seed):
+    # Under autocast torch casts the input, hx and weights itself: a float32 hx with a bfloat16
+    # input (an autocast activation) is not a mismatch there, nor here.
+    ref, ours = _pair("cudnn", rng_seed, 4, 5, 2)
+    x = torch.randn(3, 2, 4).bfloat16()
+    hx = (torch.zeros(2, 2, 5), torch.zeros(2, 2, 5))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _same(ref(x, hx), ours(x, hx), "cudnn")
