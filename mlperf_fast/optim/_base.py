@@ -211,7 +211,9 @@ def check_number(group: dict, key: str, where: str, low: float = 0.0, *,
     value = group[key]
     if not _is_number(value):
         raise TypeError(f"{where}{key} must be a number, got {type(value).__name__}")
-    ok = math.isfinite(value) and (value > low if low_open else value >= low)
+    # Comparisons, not math.isfinite: under torch.compile a float option may be symbolic, and
+    # a comparison of it becomes a guard.
+    ok = -math.inf < value < math.inf and (value > low if low_open else value >= low)
     if ok and high is not None:
         ok = value < high if high_open else value <= high
     if not ok:

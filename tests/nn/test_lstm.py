@@ -194,3 +194,22 @@ def test_autocast_accepts_what_torch_accepts(rng_seed):
     hx = (torch.zeros(2, 2, 5), torch.zeros(2, 2, 5))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         _same(ref(x, hx), ours(x, hx), "cudnn")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("impl", ["fused", "cudnn", "auto"])
+@pytest.mark.parametrize("layout", LAYOUTS[:4], ids=IDS[:4])
+def test_cuda_matches_torch_lstm(impl, layout, rng_seed):
+    ref, ours = _pair(impl, rng_seed, 5, 6, 2, **layout)
+    ref, ours = ref.cuda(), ours.cuda()
+    x = torch.randn(3, 4, 5, device="cuda")
+    hx = _hx(2 * (2 if layout.get("bidirectional") else 1), 3 if layout.get("batch_first")
+             else 4, 6, device="cuda")
+    with torch.no_grad():
+        (y_r, (h_r, c_r)), (y, (h, c)) = ref(x, hx), ours(x, hx)
+    # cuDNN and the fused kernels round differently from each other: float32 TF32-free GEMMs
+    # agree to ~1e-6 over a few steps; 1e-4 leaves margin.
+    for a, b in ((y, y_r), (h, h_r), (c, c_r)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    with pytest.raises(LSTMInputError, match="h_0"):
+        ours(x, _hx(2, 1, 6, device="cuda"))

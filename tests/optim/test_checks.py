@@ -300,17 +300,19 @@ def _user_frames(message: str) -> list[str]:
     return [line.strip() for line in message.splitlines() if line.strip().startswith("File ")]
 
 
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh", "after-eager-step"])
 @pytest.mark.parametrize("backend_name", ["torch", "auto"])
 @pytest.mark.parametrize("name", ["lamb", "adam", "sgd", "lars"])
-def test_step_compiles_fullgraph(name, backend_name):
+def test_step_compiles_fullgraph(name, backend_name, fresh):
     params = _params()
     twin = [torch.nn.Parameter(p.detach().clone()) for p in params]
     opt = MAKERS[name](params, backend=backend_name)
     ref = MAKERS[name](twin, backend=backend_name)
     for ps in (params, twin):
         _grads(ps)
-    opt.step()  # state made eagerly; the compiled steps below find it
-    ref.step()
+    if not fresh:  # state made eagerly; the compiled steps find it
+        opt.step()
+        ref.step()
     _compile_or_blame_ops(opt.step)
     ref.step()
     ref.step()
@@ -319,3 +321,21 @@ def test_step_compiles_fullgraph(name, backend_name):
         for key in opt.state[a]:
             torch.testing.assert_close(torch.as_tensor(opt.state[a][key]),
                                        torch.as_tensor(ref.state[b][key]), rtol=1e-6, atol=1e-7)
+
+
+def test_compiled_step_refuses_a_bad_option():
+    # The checks are traced with the step: a compiled step given a bad lr refuses it (under
+    # fullgraph Dynamo reports our ValueError as its own error, naming it) and changes nothing.
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    params = _params()
+    _grads(params)
+    opt = MAKERS["sgd"](params, backend="torch")
+    step = torch.compile(opt.step, fullgraph=True, backend="aot_eager")
+    step()
+    snap = _snapshot(params, opt)
+    opt.param_groups[0]["lr"] = -1.0
+    with pytest.raises(Exception, match="lr must be a finite number"):
+        step()
+    _assert_unchanged(params, opt, snap)
