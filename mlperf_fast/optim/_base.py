@@ -89,9 +89,12 @@ class StepPlan:
     layout and contiguity of every gradient. A parameter's device or dtype changes in place only
     through ``.data`` (Module.to), which converts its gradient too, or autograd gives it a new
     gradient like it: either way its gradient shows the change. State tensors are read from the
-    state dicts at every step, never kept; nor are gradients, which are often new tensors at
-    every step (and kept, they would hold their memory past zero_grad). No group option changes
-    what is collected: buckets are per (group, dtype).
+    state dicts at every step; the plan also holds the ones its checks saw, so that a state
+    tensor replaced between steps (by hand, with another shape) is seen and checked before any
+    kernel runs (held, not their ids: a freed tensor's id can come back). Gradients are not
+    kept: they are often new tensors at every step, and kept, they would hold their memory past
+    zero_grad. No group option changes what is collected: buckets are per (group, dtype); the
+    options themselves are checked at every step (a few comparisons per group).
     """
 
     def __init__(self, opt: FusedOptimizer, buckets: list[list[Bucket]],
