@@ -1,6 +1,7 @@
 """TableBatchedEmbeddingBag: a list of embedding bags as one module, looked up in one launch."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -11,6 +12,9 @@ from mlperf_fast.ops.table_batched_embedding import (
     table_batched_embedding_bag,
     table_batched_embedding_bag_fused,
 )
+
+
+INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 class TableBatchedEmbeddingBag(nn.Module):
@@ -49,6 +53,11 @@ class TableBatchedEmbeddingBag(nn.Module):
         if optimizer not in (None, "sgd", "rowwise_adagrad"):
             raise ValueError(f"optimizer must be None, 'sgd' or 'rowwise_adagrad', got "
                              f"{optimizer!r}")
+        for name, value, positive in (("lr", lr, False), ("eps", eps, True)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not math.isfinite(value) or value < 0 or (positive and value == 0):
+                raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} "
+                                 f"0, got {value!r}")
         self.mode, self.optimizer, self.lr, self.eps = mode, optimizer, lr, eps
         self.check_indices, self.backend = check_indices, backend
         self.weight = nn.Parameter(torch.empty(self.layout.numel, dtype=dtype, device=device))
@@ -111,9 +120,19 @@ class TableBatchedEmbeddingBag(nn.Module):
         if per_sample_weights is not None and len(per_sample_weights) != T:
             raise ValueError(f"expected {T} per_sample_weights tensors, got "
                              f"{len(per_sample_weights)}")
+        for t, (idx, off) in enumerate(zip(indices, offsets)):
+            for name, v in (("indices", idx), ("offsets", off)):
+                if v is not None and (not torch.is_tensor(v) or v.dtype not in INDEX_DTYPES):
+                    what = v.dtype if torch.is_tensor(v) else type(v).__name__
+                    raise TypeError(f"table {t}: {name} must be an int32 or int64 tensor, got "
+                                    f"{what}")
         flat, starts, batch = [], [], None
         total = 0
-        dtype = torch.int64 if any(i.dtype == torch.int64 for i in indices) else torch.int32
+        # int64 as soon as any input is int64 or the concatenation outgrows int32: offsets are
+        # never narrowed before they are checked.
+        wide = any(v is not None and v.dtype == torch.int64 for v in (*indices, *offsets)) or \
+            sum(i.numel() for i in indices) >= 2 ** 31
+        dtype = torch.int64 if wide else torch.int32
         for t, (idx, off) in enumerate(zip(indices, offsets)):
             if idx.dim() == 2:
                 if off is not None:
@@ -127,6 +146,8 @@ class TableBatchedEmbeddingBag(nn.Module):
                 batch = off.numel()
             elif off.numel() != batch:
                 raise ValueError(f"table {t} has {off.numel()} bags but table 0 has {batch}")
+            if self.check_indices or off.device.type == "cpu":
+                self._check_table_offsets(t, off, idx.numel())
             flat.append(idx.to(dtype))
             starts.append(off.to(dtype) + total)
             total += idx.numel()
@@ -135,6 +156,21 @@ class TableBatchedEmbeddingBag(nn.Module):
         psw = None if per_sample_weights is None else torch.cat(list(per_sample_weights))
         out = self._lookup(torch.cat(flat), all_offsets, psw)
         return list(torch.split(out, self.layout.dims, dim=1))
+
+    @staticmethod
+    def _check_table_offsets(t: int, off: torch.Tensor, n: int) -> None:
+        """One table's offsets as nn.EmbeddingBag reads them: starting at 0, nondecreasing,
+        within its own indices (shifted into the concatenation, an offset past them would
+        silently read the next table's)."""
+        if off.numel() == 0:
+            return
+        first, last = int(off[0]), int(off[-1])
+        if first != 0:
+            raise ValueError(f"table {t}: offsets[0] must be 0, got {first}")
+        if last > n:
+            raise ValueError(f"table {t}: offsets[-1] is {last}, past its {n} indices")
+        if off.numel() > 1 and bool((off[1:] < off[:-1]).any()):
+            raise ValueError(f"table {t}: offsets must be nondecreasing")
 
     def extra_repr(self) -> str:
         return (f"tables={self.layout.T}, rows={self.layout.num_rows}, dims={self.layout.dims[:4]}"

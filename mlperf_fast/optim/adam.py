@@ -4,7 +4,7 @@ state interchangeable with torch.optim.Adam / AdamW ("step", "exp_avg", "exp_avg
 from __future__ import annotations
 
 from mlperf_fast.ops.lamb import adam_step
-from mlperf_fast.optim._base import FusedOptimizer, StepInputs
+from mlperf_fast.optim._base import FusedOptimizer, StepInputs, check_betas, check_number
 
 
 class FusedAdam(FusedOptimizer):
@@ -21,13 +21,16 @@ class FusedAdam(FusedOptimizer):
                  backend: str = "auto") -> None:
         if amsgrad:
             raise ValueError("FusedAdam does not support the AMSGrad variant (amsgrad=True)")
-        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
         defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps,
                         weight_decay=weight_decay)
         super().__init__(params, defaults, backend=backend, capturable=capturable)
         self.adam_w_mode = adam_w_mode
         self.set_grad_none = set_grad_none
+
+    def _check_options(self, group: dict, where: str) -> None:
+        check_betas(group, where)
+        check_number(group, "eps", where)
+        check_number(group, "weight_decay", where)
 
     def _update(self, inputs: StepInputs) -> None:
         for group, lr_t, lr, buckets in inputs.groups:

@@ -22,8 +22,12 @@ class EMA:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        if not 0.0 <= decay < 1.0 or decay != decay:
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)):
+            raise TypeError(f"decay must be a number, got {type(decay).__name__}")
+        if not 0.0 <= decay < 1.0:  # also False for NaN
             raise ValueError(f"decay must be in [0, 1), got {decay}")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.decay = float(decay)
         self.model = model
         self.module = copy.deepcopy(model)
@@ -49,6 +53,9 @@ class EMA:
         return {"decay": self.decay, "module": self.module.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or "module" not in state:
+            raise ValueError("EMA state must be a dict with 'decay' and 'module' (an EMA's "
+                             "state_dict())")
         if state.get("decay") != self.decay:
             raise ValueError(f"EMA state has decay {state.get('decay')}, this EMA {self.decay}")
         self.module.load_state_dict(state["module"])

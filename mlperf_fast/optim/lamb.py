@@ -8,13 +8,14 @@ CUDA graph. Its pure-PyTorch twin is ``backend="torch"`` (mlperf_fast.ops.lamb.l
 """
 from __future__ import annotations
 
+import math
 import os
 
 import torch
 
 from mlperf_fast.ops.lamb import lamb_step
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
-from mlperf_fast.optim._base import FusedOptimizer, StepInputs
+from mlperf_fast.optim._base import FusedOptimizer, StepInputs, check_betas, check_number
 
 # Elements per batch of the CUDA kernel's two passes; 0 runs each pass over all tensors at once.
 DEFAULT_BATCH_ELEMS = int(os.environ.get("MLPERF_FAST_LAMB_BATCH", "0"))
@@ -51,12 +52,6 @@ class FusedLAMB(FusedOptimizer):
                  batch_elems: int | None = None) -> None:
         if amsgrad:
             raise ValueError("FusedLAMB does not support the AMSGrad variant (amsgrad=True)")
-        if not (isinstance(lr, torch.Tensor) or lr >= 0):
-            raise ValueError(f"lr must be >= 0, got {lr}")
-        if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"betas must be in [0, 1), got {betas}")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError(f"eps and weight_decay must be >= 0, got {eps}, {weight_decay}")
         defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps,
                         weight_decay=weight_decay, grad_averaging=grad_averaging,
                         max_grad_norm=max_grad_norm)
@@ -65,6 +60,13 @@ class FusedLAMB(FusedOptimizer):
         self.set_grad_none = set_grad_none
         self.use_nvlamb = use_nvlamb
         self.batch_elems = DEFAULT_BATCH_ELEMS if batch_elems is None else batch_elems
+
+    def _check_options(self, group: dict, where: str) -> None:
+        check_betas(group, where)
+        check_number(group, "eps", where)
+        check_number(group, "weight_decay", where)
+        if group["max_grad_norm"] is not None:
+            check_number(group, "max_grad_norm", where, low=-math.inf)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         super().zero_grad(set_to_none=self.set_grad_none and set_to_none)

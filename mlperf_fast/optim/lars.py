@@ -12,7 +12,7 @@ import torch
 
 from mlperf_fast.ops.multi_tensor_l2norm import multi_tensor_l2norm
 from mlperf_fast.ops.sgd import lars_step
-from mlperf_fast.optim._base import FusedOptimizer, StepInputs, math_dtype
+from mlperf_fast.optim._base import FusedOptimizer, StepInputs, check_number, math_dtype
 
 
 def lars_param_groups(model: torch.nn.Module, **group_options) -> list[dict]:
@@ -32,12 +32,14 @@ class FusedLARS(FusedOptimizer):
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
                  trust_coefficient: float = 0.001, eps: float = 0.0, *,
                  capturable: bool = False, backend: str = "auto") -> None:
-        if momentum < 0 or weight_decay < 0 or trust_coefficient <= 0 or eps < 0:
-            raise ValueError("momentum, weight_decay and eps must be >= 0 and trust_coefficient "
-                             f"> 0, got {momentum}, {weight_decay}, {trust_coefficient}, {eps}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
                         trust_coefficient=trust_coefficient, eps=eps, lars_exclude=False)
         super().__init__(params, defaults, backend=backend, capturable=capturable)
+
+    def _check_options(self, group: dict, where: str) -> None:
+        for key in ("momentum", "weight_decay", "eps"):
+            check_number(group, key, where)
+        check_number(group, "trust_coefficient", where, low_open=True)
 
     def _no_norms(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         # The excluded tensors' norms are never used: zeros made once, not a fill per step.
