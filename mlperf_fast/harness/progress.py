@@ -23,20 +23,20 @@ class Progress:
         self._last_refresh = 0.0
         self._loss: torch.Tensor | float | None = None
         self._quality: Mapping[str, float] | None = None
-        if self.enabled:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True,
-                             file=sys.stderr, leave=True,
-                             bar_format="{l_bar}{bar}| {n:.4g}/{total:.4g} {unit}s "
-                                        "[{elapsed}<{remaining}{postfix}]")
+        self._desc, self._unit = desc, unit
 
     def start(self, done: float) -> None:
+        """The bar appears when training starts (data generation and the model's build print
+        their own lines before it), at ``done`` of the total."""
         self._t0 = time.perf_counter()
         self._samples = 0
-        if self._bar is not None:
-            self._bar.n = done
-            self._bar.refresh()
+        if self.enabled and self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.total, initial=done, desc=self._desc, unit=self._unit,
+                             dynamic_ncols=True, file=sys.stderr, leave=True,
+                             bar_format="{l_bar}{bar}| {n:.4g}/{total:.4g} {unit}s "
+                                        "[{elapsed}<{remaining}{postfix}]")
 
     def step(self, samples: int, loss: torch.Tensor | float | None = None,
              at: float | None = None) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,6 +178,7 @@ def generate_corpus(corpus: EmbeddedCorpus, train_split: str, eval_split: str, o
     transcripts: dict[str, list[str]] = {}
     rng = random.Random(corpus.seed + 1)
     utterances = list(synth.plan(corpus, train_split, eval_split, synth.voices(speaker.data_path)))
+    t0 = time.perf_counter()
     for n, utt in enumerate(utterances):
         wav = speaker.say(utt.text, utt.voice, utt.rate_wpm, utt.pitch)
         audio = resample(torch.from_numpy(wav.astype(np.float32) / 32768.0),
@@ -191,7 +193,10 @@ def generate_corpus(corpus: EmbeddedCorpus, train_split: str, eval_split: str, o
         key = os.path.join(ch_dir, f"{utt.speaker}-{utt.chapter}.trans.txt")
         transcripts.setdefault(key, []).append(f"{utt.utt_id} {utt.text.upper()}")
         if (n + 1) % 200 == 0 or n + 1 == len(utterances):
-            log(f"embedded corpus: {n + 1} of {len(utterances)} utterances spoken")
+            spent = time.perf_counter() - t0
+            left = spent / (n + 1) * (len(utterances) - n - 1)
+            log(f"embedded corpus: {n + 1} of {len(utterances)} utterances spoken "
+                f"({spent:.0f} s, about {left:.0f} s left)")
     for path, lines in transcripts.items():
         with open(path, "w", encoding="utf-8") as f:
             f.writelines(line + "\n" for line in lines)
