@@ -188,7 +188,7 @@ def _layer_forward_impl(backend):
         ``save``)."""
         steps, bsz, _ = x.shape
         hid = w_hh.shape[1]
-        gx = x.reshape(steps * bsz, -1) @ w_ih.t()
+        gx = x.reshape(steps * bsz, x.shape[2]) @ w_ih.t()
         if b_ih is not None:
             gx += b_ih + b_hh
         gx = gx.view(steps, bsz, 4 * hid)
@@ -227,7 +227,7 @@ def _layer_backward_impl(backend):
                 dh = torch.addmm(dy[t - 1], dpre[t], w_hh)
         dh0 = dpre[0] @ w_hh
         flat = dpre.view(steps * bsz, 4 * hid)
-        dw_ih = flat.t() @ x.reshape(steps * bsz, -1)
+        dw_ih = flat.t() @ x.reshape(steps * bsz, x.shape[2])
         dw_hh = dpre[0].t() @ h0
         if steps > 1:
             dw_hh += dpre[1:].reshape(-1, 4 * hid).t() @ y[:-1].reshape(-1, hid)

@@ -276,8 +276,8 @@ def _joint_loss_impl(backend: str):
             costs = costs.mean()
         elif reduction == "sum":
             costs = costs.sum()
-        empty = costs.new_empty(0)
-        return (costs, *(empty if t is None else t for t in (df, dg, dw, db)))
+        # An op's outputs may not alias each other: a fresh empty tensor for each one not asked.
+        return (costs, *(costs.new_empty(0) if t is None else t for t in (df, dg, dw, db)))
     return forward
 
 
