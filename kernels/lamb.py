@@ -15,7 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mlperf_fast.kernels.multi_tensor import TRITON_DTYPES, chunk_counts, chunk_table
+from mlperf_fast.kernels.multi_tensor import (TRITON_DTYPES, chunk_counts, chunk_table,
+                                              list_pointer, step_prologue)
+from mlperf_fast.kernels.multi_tensor import as_dtype as _as
 from mlperf_fast.kernels.multi_tensor_l2norm import _tensor_squares
 
 CHUNK_SIZE = 8192  # kOptimChunk in csrc/common/optim_args.h
@@ -33,31 +35,6 @@ def _pow_int(base, e):
         b = b * b
         e = e // 2
     return result
-
-
-@triton.jit
-def _as(x, T: tl.constexpr):
-    """A scalar argument in dtype T (host floats arrive as float32, or as Python floats in the
-    interpreter)."""
-    return x + tl.zeros([], T)
-
-
-@triton.jit
-def _grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm,
-                   HAS_INF: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_NORM: tl.constexpr):
-    """(live, divisor) as grad_prologue in csrc/common/optim_math.h: live is 1, or 0 when the
-    step is skipped (kernels multiply their element count by it, which masks every access)."""
-    live = 1
-    if HAS_INF:
-        live = (tl.load(found_inf).to(tl.float64) == 0).to(tl.int64)
-    divisor = tl.full([], 1.0, tl.float64)
-    if HAS_SCALE:
-        divisor = tl.load(grad_scale).to(tl.float64)
-    if HAS_NORM:
-        norm = tl.load(grad_norm).to(tl.float64) / divisor
-        divisor = tl.where((max_grad_norm > 0) & (norm > max_grad_norm),
-                           divisor * (norm / max_grad_norm), divisor)
-    return live, divisor
 
 
 @triton.jit
@@ -81,27 +58,21 @@ def _adam_chunk(
     LAMB: tl.constexpr, MASTER: tl.constexpr, T: tl.constexpr, G: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    slot = tl.load(block_slot + pid)
-    chunk = tl.load(block_chunk + pid).to(tl.int64)
-    w_ptr = tl.load(addresses + slot).to(tl.pointer_type(T))
-    g_ptr = tl.load(addresses + n_slots + slot).to(tl.pointer_type(G))
-    m_ptr = tl.load(addresses + 2 * n_slots + slot).to(tl.pointer_type(T))
-    v_ptr = tl.load(addresses + 3 * n_slots + slot).to(tl.pointer_type(T))
-    step_ptr = tl.load(addresses + 4 * n_slots + slot).to(tl.pointer_type(tl.float32))
-    model_ptr = tl.load(addresses + 5 * n_slots + slot).to(tl.pointer_type(G))
-    n = tl.load(numels + slot)
-    live, divisor = _grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm,
-                                   HAS_INF, HAS_SCALE, HAS_NORM)
+    slot, chunk, n, live, divisor, rate = step_prologue(
+        block_slot, block_chunk, numels, lr_ptr, lr, found_inf, grad_scale, grad_norm,
+        max_grad_norm, HAS_LR, HAS_INF, HAS_SCALE, HAS_NORM, T)
+    w_ptr = list_pointer(addresses, n_slots, slot, 0, T)
+    g_ptr = list_pointer(addresses, n_slots, slot, 1, G)
+    m_ptr = list_pointer(addresses, n_slots, slot, 2, T)
+    v_ptr = list_pointer(addresses, n_slots, slot, 3, T)
+    step_ptr = list_pointer(addresses, n_slots, slot, 4, tl.float32)
+    model_ptr = list_pointer(addresses, n_slots, slot, 5, G)
     div = divisor.to(T)
     bc1, bc2 = _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION, T)
     b1 = _as(beta1, T)
     b2 = _as(beta2, T)
     b3 = _as(beta3, T)
     wd = _as(weight_decay, T)
-    rate = _as(lr, T)
-    if HAS_LR:
-        rate = tl.load(lr_ptr).to(T)
     acc_p = tl.zeros([BLOCK], T)
     acc_u = tl.zeros([BLOCK], T)
     start = chunk * CHUNK
@@ -145,22 +116,16 @@ def _lamb_apply(
     ADAPT: tl.constexpr, MASTER: tl.constexpr, T: tl.constexpr, G: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    slot = tl.load(block_slot + pid)
-    chunk = tl.load(block_chunk + pid).to(tl.int64)
-    w_ptr = tl.load(addresses + slot).to(tl.pointer_type(T))
-    m_ptr = tl.load(addresses + 2 * n_slots + slot).to(tl.pointer_type(T))
-    v_ptr = tl.load(addresses + 3 * n_slots + slot).to(tl.pointer_type(T))
-    step_ptr = tl.load(addresses + 4 * n_slots + slot).to(tl.pointer_type(tl.float32))
-    model_ptr = tl.load(addresses + 5 * n_slots + slot).to(tl.pointer_type(G))
-    n = tl.load(numels + slot)
-    live, divisor = _grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm,
-                                   HAS_INF, HAS_SCALE, HAS_NORM)
+    slot, chunk, n, live, divisor, rate = step_prologue(
+        block_slot, block_chunk, numels, lr_ptr, lr, found_inf, grad_scale, grad_norm,
+        max_grad_norm, HAS_LR, HAS_INF, HAS_SCALE, HAS_NORM, T)
+    w_ptr = list_pointer(addresses, n_slots, slot, 0, T)
+    m_ptr = list_pointer(addresses, n_slots, slot, 2, T)
+    v_ptr = list_pointer(addresses, n_slots, slot, 3, T)
+    step_ptr = list_pointer(addresses, n_slots, slot, 4, tl.float32)
+    model_ptr = list_pointer(addresses, n_slots, slot, 5, G)
     bc1, bc2 = _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION, T)
     wd = _as(weight_decay, T)
-    rate = _as(lr, T)
-    if HAS_LR:
-        rate = tl.load(lr_ptr).to(T)
     position = tl.load(positions + slot)
     sp = tl.load(squares_p + position)
     su = tl.load(squares_u + position)

@@ -38,8 +38,9 @@ def box_decode(rel_codes: torch.Tensor, anchors: torch.Tensor,
             raise _checks.ArgumentValueError(
                 f"{name} must have shape (N, 4) or (B, N, 4), got {tuple(t.shape)}")
     _checks.same_device(anchors, "anchors", rel_codes, "rel_codes")
-    if anchors.shape[-2] != rel_codes.shape[-2] or (
-            anchors.dim() == 3 and (rel_codes.dim() != 3 or anchors.shape[0] != rel_codes.shape[0])):
+    per_image = anchors.dim() == 3
+    if anchors.shape[-2] != rel_codes.shape[-2] or (per_image and (
+            rel_codes.dim() != 3 or anchors.shape[0] != rel_codes.shape[0])):
         raise _checks.ArgumentValueError(
             f"anchors has shape {tuple(anchors.shape)} but rel_codes has shape "
             f"{tuple(rel_codes.shape)}: one anchor per box (2-D anchors are shared by every "

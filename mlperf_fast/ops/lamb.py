@@ -166,8 +166,8 @@ def _triton(name):
 
 
 _ADAM_LISTS = ("Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, "
-               "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] master_params, Tensor[] steps, Tensor? lr_t, "
-               "float lr, float beta1, float beta2, float eps, float weight_decay, "
+               "Tensor(c!)[] exp_avg_sqs, Tensor(d!)[] master_params, Tensor[] steps, "
+               "Tensor? lr_t, float lr, float beta1, float beta2, float eps, float weight_decay, "
                "bool bias_correction, bool adam_w_mode, ")
 _MUTATED = ("params", "exp_avgs", "exp_avg_sqs", "master_params")
 lamb_step_triton = custom_op(

@@ -29,8 +29,8 @@ from mlperf_fast.ops._library import custom_op, has_native, host_checks_enabled,
 
 POOLING = {"sum": 0, "mean": 1}
 UPDATES = {"grad": 0, "sgd": 1, "rowwise_adagrad": 2}
-WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-INDEX_DTYPES = (torch.int32, torch.int64)
+WEIGHT_DTYPES = _checks.FLOAT_DTYPES
+INDEX_DTYPES = _checks.INDEX_DTYPES
 # Error codes of tbe_validate (csrc/table_batched_embedding/table_batched_embedding.h).
 _ERROR_SHIFT = 1 << 56
 _VALID = (1 << 63) - 1

@@ -64,7 +64,8 @@ META = torch.device("meta")
 
 for backend in ("auto", "torch"):
     ok(f"box_iou {backend} random", lambda b=backend: close(
-        ops.box_iou(boxes(5), boxes(7, seed=1), backend=b), box_iou_torch(boxes(5), boxes(7, seed=1))))
+        ops.box_iou(boxes(5), boxes(7, seed=1), backend=b),
+        box_iou_torch(boxes(5), boxes(7, seed=1))))
 ok("box_iou empty", lambda: ops.box_iou(boxes(0), boxes(3)).shape == (0, 3) or None)
 ok("box_iou integer boxes", lambda: close(
     ops.box_iou(torch.tensor([[0, 0, 2, 2]]), torch.tensor([[1, 1, 3, 3]])),
@@ -180,7 +181,8 @@ def _nms_padded_check():
 _x, _t = torch.randn(4, 5, generator=gen(9)), (torch.rand(4, 5, generator=gen(10)) > 0.7).float()
 for red in ("none", "mean", "sum"):
     ok(f"sigmoid_focal_loss {red}", lambda r=red: close(
-        ops.sigmoid_focal_loss(_x, _t, reduction=r), sigmoid_focal_loss_torch(_x, _t, 0.25, 2.0, r)))
+        ops.sigmoid_focal_loss(_x, _t, reduction=r),
+        sigmoid_focal_loss_torch(_x, _t, 0.25, 2.0, r)))
 ok("sigmoid_focal_loss alpha -1", lambda: close(ops.sigmoid_focal_loss(_x, _t, alpha=-1),
                                                 sigmoid_focal_loss_torch(_x, _t, -1, 2.0)))
 bad("sigmoid_focal_loss alpha 1.5", lambda: ops.sigmoid_focal_loss(_x, _t, alpha=1.5), VALUE,
