@@ -10,8 +10,11 @@ run through the ``measure`` fixture. Each measurement is a pytest-benchmark entr
   both measured in this session (machines are shared: a ratio within one run counts);
 * ratio: every baseline's time over ours, within the same group.
 
-At the end of the session the rows are merged (by group and implementation) into
-``benchmarks/results/<device>.json`` and rewritten as ``<device>.md``. ``MLPERF_FAST_BENCH_RESULTS``
+At the end of the session the rows are merged into ``benchmarks/results/<device>.json`` and
+rewritten as ``<device>.md``: a row is keyed by (op, metric, shape, implementation), op being the
+benchmark file's name and metric its group as a slug; the environment is written once per file.
+A baseline that raises (a peer's missing dtype path) is an error row, and the group's other rows
+are kept. ``MLPERF_FAST_BENCH_RESULTS``
 names another directory.
 """
 from __future__ import annotations
@@ -197,9 +200,21 @@ def _fill_speedups(rows: list[Row]) -> None:
                            for b in baselines if b is not row}
 
 
-def _markdown(env: dict[str, str], ceilings: dict, rows: list[dict]) -> str:
+def _env_key(env: dict[str, str], environments: dict[str, dict]) -> str:
+    """The key of ``env`` in ``environments`` (added if new): a short hash of its contents."""
+    import hashlib
+
+    key = hashlib.sha1(json.dumps(env, sort_keys=True).encode()).hexdigest()[:8]
+    environments.setdefault(key, env)
+    return key
+
+
+def _markdown(env: dict[str, str], ceilings: dict, rows: list[dict],
+              environments: dict[str, dict] | None = None) -> str:
     lines = [f"# Benchmark results: {env.get('GPU', '?')}", ""]
-    lines += [", ".join(f"{k}: {v}" for k, v in env.items()), ""]
+    for key, e in (environments or {"": env}).items():
+        lines += [(f"Environment `{key}`: " if key else "") + ", ".join(f"{k}: {v}"
+                                                                        for k, v in e.items()), ""]
     if ceilings:
         lines += [f"Measured ceilings: device-to-device copy {ceilings['copy_gbps']:.0f} GB/s "
                   f"(read + write), bf16 matmul {ceilings['bf16_tflops']:.0f} TFLOP/s.", ""]
@@ -207,13 +222,13 @@ def _markdown(env: dict[str, str], ceilings: dict, rows: list[dict]) -> str:
               "this row's, measured in the same run; floor is bytes over the measured copy "
               "bandwidth (or FLOPs over the matmul rate).", ""]
     lines += ["| op | metric | group | shape | implementation | median ms | speedup vs baselines "
-              "| floor ms | x floor | peak extra MiB | measured |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| floor ms | x floor | peak extra MiB | measured | env |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         op, metric = row_key(r)[:2]
         if r.get("error"):
             lines.append(f"| {op} | {metric} | {r['group']} | {r['shape']} | {r['impl']} | error | "
-                         f"{r['error']} |  |  |  | {r.get('when', '')} |")
+                         f"{r['error']} |  |  |  | {r.get('when', '')} | {r.get('env', '')} |")
             continue
         speed = ", ".join(f"{v:.2f}x {k}" for k, v in r["speedup"].items()) if r["role"] == "ours" \
             else "(baseline)"
@@ -221,7 +236,7 @@ def _markdown(env: dict[str, str], ceilings: dict, rows: list[dict]) -> str:
         over = f"{r['over_floor']:.2f}" if r["over_floor"] else ""
         lines.append(f"| {op} | {metric} | {r['group']} | {r['shape']} | {r['impl']} | "
                      f"{r['median_ms']:.3f} | {speed} | {floor} | {over} | {r['peak_extra_mib']} "
-                     f"| {r.get('when', '')} |")
+                     f"| {r.get('when', '')} | {r.get('env', '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -235,11 +250,15 @@ def pytest_sessionfinish(session, exitstatus):
     path = RESULTS_DIR / f"{slug}.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    # Rows of older files name their group in words only and repeat the environment: both are
-    # read (the metric is the group's slug) and written back in the keyed form.
+    # Each distinct environment is written once, under a short key that its rows name; rows of
+    # older files (the environment repeated in each, no op or metric) are converted on reading.
+    environments = dict(old.get("environments", {}))
     merged = {}
     for r in old.get("rows", []):
-        r.pop("environment", None)
+        if isinstance(r.get("environment"), dict):
+            r["env"] = _env_key(r.pop("environment"), environments)
+        r.setdefault("env", _env_key(old["environment"], environments) if "environment" in old
+                     else "")
         r.setdefault("metric", _slug(r["group"]))
         r.setdefault("op", "")
         r.setdefault("error", "")
@@ -248,10 +267,15 @@ def pytest_sessionfinish(session, exitstatus):
     # A group measured again is replaced whole, so its ratios stay within one run.
     merged = {k: v for k, v in merged.items() if k[:2] not in new_metrics
               and (k[0] or (v["metric"] not in {m for _, m in new_metrics}))}
+    key = _env_key(env, environments)
     for row in _rows:
-        merged[row_key(asdict(row))] = {**asdict(row), "when": when}
+        merged[row_key(asdict(row))] = {**asdict(row), "when": when, "env": key}
+    used = {r["env"] for r in merged.values()}
+    environments = {k: v for k, v in environments.items() if k in used}
     rows = sorted(merged.values(), key=lambda r: (r["op"], r["metric"], r["role"] != "baseline",
                                                   r["impl"]))
-    doc = {"environment": env, "ceilings": asdict(_ceilings), "rows": rows}
+    doc = {"environment": env, "environments": environments, "ceilings": asdict(_ceilings),
+           "rows": rows}
     path.write_text(json.dumps(doc, indent=1) + "\n")
-    (RESULTS_DIR / f"{slug}.md").write_text(_markdown(env, doc["ceilings"], rows))
+    (RESULTS_DIR / f"{slug}.md").write_text(_markdown(env, doc["ceilings"], rows,
+                                                      doc["environments"]))

@@ -49,6 +49,17 @@ def _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION: tl.constexpr, T: tl.constex
 
 
 @triton.jit
+def _adam_pointers(addresses, n_slots, slot, T: tl.constexpr, G: tl.constexpr):
+    """The slot's weights, exp_avg, exp_avg_sq, step and model-copy pointers: lists 0, 2, 3, 4
+    and 5 of _adam_family's table (list 1, the grads, only the first pass reads)."""
+    return (list_pointer(addresses, n_slots, slot, 0, T),
+            list_pointer(addresses, n_slots, slot, 2, T),
+            list_pointer(addresses, n_slots, slot, 3, T),
+            list_pointer(addresses, n_slots, slot, 4, tl.float32),
+            list_pointer(addresses, n_slots, slot, 5, G))
+
+
+@triton.jit
 def _adam_chunk(
     addresses, n_slots, numels, first_chunk, block_slot, block_chunk, partial_p, partial_u,
     lr_ptr, lr, found_inf, grad_scale, grad_norm, max_grad_norm,
@@ -61,12 +72,8 @@ def _adam_chunk(
     slot, chunk, n, live, divisor, rate = step_prologue(
         block_slot, block_chunk, numels, lr_ptr, lr, found_inf, grad_scale, grad_norm,
         max_grad_norm, HAS_LR, HAS_INF, HAS_SCALE, HAS_NORM, T)
-    w_ptr = list_pointer(addresses, n_slots, slot, 0, T)
+    w_ptr, m_ptr, v_ptr, step_ptr, model_ptr = _adam_pointers(addresses, n_slots, slot, T, G)
     g_ptr = list_pointer(addresses, n_slots, slot, 1, G)
-    m_ptr = list_pointer(addresses, n_slots, slot, 2, T)
-    v_ptr = list_pointer(addresses, n_slots, slot, 3, T)
-    step_ptr = list_pointer(addresses, n_slots, slot, 4, tl.float32)
-    model_ptr = list_pointer(addresses, n_slots, slot, 5, G)
     div = divisor.to(T)
     bc1, bc2 = _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION, T)
     b1 = _as(beta1, T)
@@ -119,11 +126,7 @@ def _lamb_apply(
     slot, chunk, n, live, divisor, rate = step_prologue(
         block_slot, block_chunk, numels, lr_ptr, lr, found_inf, grad_scale, grad_norm,
         max_grad_norm, HAS_LR, HAS_INF, HAS_SCALE, HAS_NORM, T)
-    w_ptr = list_pointer(addresses, n_slots, slot, 0, T)
-    m_ptr = list_pointer(addresses, n_slots, slot, 2, T)
-    v_ptr = list_pointer(addresses, n_slots, slot, 3, T)
-    step_ptr = list_pointer(addresses, n_slots, slot, 4, tl.float32)
-    model_ptr = list_pointer(addresses, n_slots, slot, 5, G)
+    w_ptr, m_ptr, v_ptr, step_ptr, model_ptr = _adam_pointers(addresses, n_slots, slot, T, G)
     bc1, bc2 = _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION, T)
     wd = _as(weight_decay, T)
     position = tl.load(positions + slot)
