@@ -22,13 +22,19 @@ def sgd_step_torch(params, grads, momentum_buffers, master_params, lr_t, lr, mom
     lr = step_lr(lr_t, lr, ref)
     for i, p in enumerate(params):
         w = master_params[i] if master_params else p
-        d = grads[i].to(w.dtype) / divisor.to(w.dtype) + weight_decay * w
+        # torch.optim.SGD's operations, one for one (add with alpha rounds once), so that
+        # parameters without master weights (float16 included) get its result exactly.
+        d = grads[i].to(w.dtype)
+        if grad_scale is not None:
+            d = d / divisor.to(w.dtype)
+        if weight_decay != 0:
+            d = d.add(w, alpha=weight_decay)
         if momentum_buffers:
             buf = momentum_buffers[i]
-            new_buf = d if first_run else buf * momentum + (1 - dampening) * d
+            new_buf = d.clone() if first_run else buf.mul(momentum).add(d, alpha=1 - dampening)
             assign(buf, new_buf, skip)
-            d = d + momentum * new_buf if nesterov else new_buf
-        w_new = w - lr * d
+            d = d.add(new_buf, alpha=momentum) if nesterov else new_buf
+        w_new = w.add(d, alpha=-lr) if isinstance(lr, float) else w - lr * d
         assign(w, w_new, skip)
         if master_params:
             assign(p, w_new, skip)
