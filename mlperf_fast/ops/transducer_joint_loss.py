@@ -348,6 +348,7 @@ def transducer_joint_loss(
     group_bytes: int = GROUP_LOGIT_BYTES,
     fp32_gemm: str = "auto",
     backend: str = "auto",
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """RNN-T loss of ``Linear(dropout(relu(f[:, :, None] + g[:, None])))`` without materializing
     the joint: equal to ``rnnt_loss(F.linear(F.dropout(F.relu(f[:, :, None] + g[:, None]),
@@ -372,10 +373,13 @@ def transducer_joint_loss(
             Triton backend), or "cublas" (torch's matmul, which follows torch's TF32 setting;
             the default on CPU). Other dtypes always use cuBLAS.
         backend: "triton" (the loss kernels of kernels/rnnt_loss.py; GPU default) or "torch".
+        out_dtype: the loss's dtype; None: f's (after autocast), as apex's transducer loss
+            and torchaudio's rnnt_loss return it. torch.float32 keeps the float32 value of a
+            half-precision run (for logging it).
 
     Returns:
-        The loss reduced as asked, in f's dtype (computed in float32, float64 for float64
-        inputs); gradients flow to f, g, weight and bias.
+        The loss reduced as asked (computed in float32, float64 for float64 inputs), in
+        ``out_dtype``; gradients flow to f, g, weight and bias.
 
     The lengths are read back to the host (to form the groups), so a call synchronizes with the
     GPU once and cannot be captured in a CUDA graph.
@@ -413,10 +417,14 @@ def transducer_joint_loss(
         fp32_gemm = "cublas"
     elif fp32_gemm == "auto":
         fp32_gemm = "tf32x3" if f.is_cuda else "cublas"
+    if out_dtype is not None and (not isinstance(out_dtype, torch.dtype)
+                                  or not out_dtype.is_floating_point):
+        raise _checks.ArgumentTypeError(f"out_dtype must be a float dtype or None, got "
+                                        f"{out_dtype!r}")
     grad = torch.is_grad_enabled()
     needs = [grad and f.requires_grad, grad and g.requires_grad, grad and weight.requires_grad,
              grad and bias is not None and bias.requires_grad]
     loss = TRANSDUCER_JOINT_LOSS.kernel(chosen)(
         f.contiguous(), g.contiguous(), weight.contiguous(), bias, targets, f_lengths,
         target_lengths, blank, float(clamp), reduction, dropout, group_bytes, fp32_gemm, needs)[0]
-    return loss.to(f.dtype)
+    return loss.to(out_dtype or f.dtype)

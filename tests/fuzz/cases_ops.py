@@ -546,3 +546,9 @@ def _greedy_check():
     assert len(out[1]) <= 2 * 3
     assert out == ops.rnnt_greedy_decode(_enc, _elen, _net(), max_symbols_per_step=3,
                                          backend="torch")
+ok("transducer_joint_loss out_dtype float32 of a float64 run",
+   lambda: _joint_loss(f=_f.double(), g=_g.double(), weight=_wt.double(),
+                       bias=torch.zeros(5).double(), out_dtype=torch.float32).dtype
+   == torch.float32 or None)
+bad("transducer_joint_loss out_dtype int", lambda: _joint_loss(out_dtype=torch.int32), TYPE,
+    "out_dtype")
