@@ -1,6 +1,6 @@
 """Generated for every op: torch.library.opcheck over every torch.library op of the mlperf_fast
 namespace (with and without inputs that require grad), and torch.compile(fullgraph=True) over
-every public op, on CPU inputs.
+every public op, on CPU inputs (and the same on CUDA inputs, marked cuda).
 
 Each op has one small sample below; a test fails if an op of the namespace has none, so a new op
 is checked as soon as it is registered. Triton ops run in Triton's interpreter
@@ -219,12 +219,23 @@ def _params():
     return out
 
 
+def _on(x, device):
+    """The sample's tensors on ``device``, leaves again (requires_grad kept)."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device).requires_grad_(x.requires_grad)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_on(v, device) for v in x)
+    return x
+
+
+@pytest.mark.parametrize("device", [pytest.param("cpu", id="cpu"),
+                                    pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("name,grad", _params())
-def test_opcheck(name, grad):
+def test_opcheck(name, grad, device):
     if not hasattr(torch.ops.mlperf_fast, name):
         pytest.skip(f"mlperf_fast::{name} is not registered (extension not built)")
     torch.manual_seed(0)
-    args = SAMPLES[name](grad)
+    args = _on(SAMPLES[name](grad), device)
     op = getattr(torch.ops.mlperf_fast, name).default
     torch.library.opcheck(op, args)
 
@@ -295,11 +306,13 @@ def test_every_public_op_is_compiled_or_listed():
     assert functions <= covered, f"public ops with no compile case: {functions - covered}"
 
 
-def _clone(x):
+def _clone(x, device=None):
     if isinstance(x, torch.Tensor):
-        return x.clone()
+        return x.clone() if device is None else x.to(device)
     if isinstance(x, (list, tuple)):
-        return type(x)(_clone(v) for v in x)
+        return type(x)(_clone(v, device) for v in x)
+    if isinstance(x, dict):
+        return {k: _clone(v, device) for k, v in x.items()}
     return x
 
 
@@ -312,8 +325,12 @@ def _close(a, b):
             _close(x, y)
 
 
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(_public_samples()))
-def test_compile_fullgraph(name):
+def test_compile_fullgraph(name, device):
     torch.manual_seed(0)
     fn, args, kwargs = _public_samples()[name]
     if name in ("nms", "batched_nms", "nms_padded", "lamb_step", "adam_step", "sgd_step",
@@ -321,6 +338,8 @@ def test_compile_fullgraph(name):
                 "multi_tensor_l2norm") and not load_extension():
         pytest.skip("the native kernel is what auto picks on the CPU; extension not built")
     torch._dynamo.reset()
+    if device != "cpu":
+        args, kwargs = _clone(args, device), _clone(kwargs, device)
     eager_args, compiled_args = _clone(args), _clone(args)
     expected = fn(*eager_args, **kwargs)
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager", dynamic=False)
