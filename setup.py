@@ -4,7 +4,8 @@ The C++ sources are always built. The CUDA sources (csrc/**/*_cuda.cu) are added
 CUDA build and nvcc is found, or when forced:
 
     MLPERF_FAST_BUILD=auto|cpu|cuda   (default auto)
-    TORCH_CUDA_ARCH_LIST              (default "9.0": H100/H200 first)
+    TORCH_CUDA_ARCH_LIST              (default: the visible GPUs' archs, as torch chooses them,
+                                       with PTX of the newest; with no GPU visible, DEFAULT_ARCHS)
     MAX_JOBS                          (default: every core)
     MLPERF_FAST_DEBUG=1               (-O0 -g, and -G -lineinfo for CUDA)
 """
@@ -18,6 +19,9 @@ import sys
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# Built when no GPU is visible (a build machine, a container image): A100, A10/L4/RTX 30xx-40xx,
+# H100/H200, B200, RTX 50xx, and PTX of the newest for GPUs after them.
+DEFAULT_ARCHS = "8.0;8.6;8.9;9.0;10.0;12.0+PTX"
 
 
 def _find_cuda_home() -> str | None:
@@ -67,7 +71,14 @@ def _extension():
             "mlperf_fast._C", cpp, include_dirs=[os.path.join(ROOT, "csrc")],
             extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"], define_macros=define,
         )
-    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not (
+            torch.cuda.is_available() and torch.cuda.device_count() > 0):
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCHS
+    # torch adds PTX of the newest visible GPU's arch when it picks the list itself; record
+    # whether there is PTX, so that mlperf_fast knows which GPUs _C can run on (build_info).
+    arch_list = os.environ.get("TORCH_CUDA_ARCH_LIST", "")
+    if not arch_list or "+PTX" in arch_list.upper():
+        define.append(("MLPERF_FAST_PTX", None))
     # No --use_fast_math: kernels that must match torch bit for bit (NMS's IoU against its
     # threshold) need IEEE division; kernels that want the fast forms call the intrinsics.
     nvcc = [*(["-O0", "-G", "-lineinfo"] if debug else ["-O3", "-lineinfo"]),
@@ -79,11 +90,37 @@ def _extension():
     )
 
 
+def _pinned_wheel():
+    """bdist_wheel whose wheel requires the exact torch it was built against: _C links to that
+    torch's C++ ABI, which changes between releases."""
+    try:
+        from setuptools.command.bdist_wheel import bdist_wheel
+    except ImportError:  # setuptools < 70
+        from wheel.bdist_wheel import bdist_wheel
+    import re
+
+    import torch
+
+    class PinnedTorchWheel(bdist_wheel):
+        def egg2dist(self, egginfo_path, distinfo_path):
+            super().egg2dist(egginfo_path, distinfo_path)
+            meta = os.path.join(distinfo_path, "METADATA")
+            with open(meta, encoding="utf-8") as f:
+                text = f.read()
+            pin = f"Requires-Dist: torch=={torch.__version__.split('+')[0]}"
+            text = re.sub(r"^Requires-Dist: torch\b[^;\n]*", pin, text, count=1, flags=re.M)
+            with open(meta, "w", encoding="utf-8") as f:
+                f.write(text)
+
+    return PinnedTorchWheel
+
+
 def _cmdclass():
     from torch.utils.cpp_extension import BuildExtension
 
     os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
-    return {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    return {"build_ext": BuildExtension.with_options(use_ninja=True),
+            "bdist_wheel": _pinned_wheel()}
 
 
 setup(

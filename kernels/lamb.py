@@ -15,7 +15,9 @@ import torch
 import triton
 import triton.language as tl
 
-from mlperf_fast.kernels.multi_tensor import TRITON_DTYPES, chunk_counts, chunk_table
+from mlperf_fast.kernels.multi_tensor import (TRITON_DTYPES, chunk_counts, chunk_table,
+                                              list_pointer, step_prologue)
+from mlperf_fast.kernels.multi_tensor import as_dtype as _as
 from mlperf_fast.kernels.multi_tensor_l2norm import _tensor_squares
 
 CHUNK_SIZE = 8192  # kOptimChunk in csrc/common/optim_args.h
@@ -36,31 +38,6 @@ def _pow_int(base, e):
 
 
 @triton.jit
-def _as(x, T: tl.constexpr):
-    """A scalar argument in dtype T (host floats arrive as float32, or as Python floats in the
-    interpreter)."""
-    return x + tl.zeros([], T)
-
-
-@triton.jit
-def _grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm,
-                   HAS_INF: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_NORM: tl.constexpr):
-    """(live, divisor) as grad_prologue in csrc/common/optim_math.h: live is 1, or 0 when the
-    step is skipped (kernels multiply their element count by it, which masks every access)."""
-    live = 1
-    if HAS_INF:
-        live = (tl.load(found_inf).to(tl.float64) == 0).to(tl.int64)
-    divisor = tl.full([], 1.0, tl.float64)
-    if HAS_SCALE:
-        divisor = tl.load(grad_scale).to(tl.float64)
-    if HAS_NORM:
-        norm = tl.load(grad_norm).to(tl.float64) / divisor
-        divisor = tl.where((max_grad_norm > 0) & (norm > max_grad_norm),
-                           divisor * (norm / max_grad_norm), divisor)
-    return live, divisor
-
-
-@triton.jit
 def _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION: tl.constexpr, T: tl.constexpr):
     bc1 = tl.full([], 1.0, T)
     bc2 = tl.full([], 1.0, T)
@@ -69,6 +46,17 @@ def _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION: tl.constexpr, T: tl.constex
         bc1 = (1.0 - _pow_int(_as(beta1, tl.float64), step)).to(T)
         bc2 = (1.0 - _pow_int(_as(beta2, tl.float64), step)).to(T)
     return bc1, bc2
+
+
+@triton.jit
+def _adam_pointers(addresses, n_slots, slot, T: tl.constexpr, G: tl.constexpr):
+    """The slot's weights, exp_avg, exp_avg_sq, step and model-copy pointers: lists 0, 2, 3, 4
+    and 5 of _adam_family's table (list 1, the grads, only the first pass reads)."""
+    return (list_pointer(addresses, n_slots, slot, 0, T),
+            list_pointer(addresses, n_slots, slot, 2, T),
+            list_pointer(addresses, n_slots, slot, 3, T),
+            list_pointer(addresses, n_slots, slot, 4, tl.float32),
+            list_pointer(addresses, n_slots, slot, 5, G))
 
 
 @triton.jit
@@ -81,27 +69,17 @@ def _adam_chunk(
     LAMB: tl.constexpr, MASTER: tl.constexpr, T: tl.constexpr, G: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    slot = tl.load(block_slot + pid)
-    chunk = tl.load(block_chunk + pid).to(tl.int64)
-    w_ptr = tl.load(addresses + slot).to(tl.pointer_type(T))
-    g_ptr = tl.load(addresses + n_slots + slot).to(tl.pointer_type(G))
-    m_ptr = tl.load(addresses + 2 * n_slots + slot).to(tl.pointer_type(T))
-    v_ptr = tl.load(addresses + 3 * n_slots + slot).to(tl.pointer_type(T))
-    step_ptr = tl.load(addresses + 4 * n_slots + slot).to(tl.pointer_type(tl.float32))
-    model_ptr = tl.load(addresses + 5 * n_slots + slot).to(tl.pointer_type(G))
-    n = tl.load(numels + slot)
-    live, divisor = _grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm,
-                                   HAS_INF, HAS_SCALE, HAS_NORM)
+    slot, chunk, n, live, divisor, rate = step_prologue(
+        block_slot, block_chunk, numels, lr_ptr, lr, found_inf, grad_scale, grad_norm,
+        max_grad_norm, HAS_LR, HAS_INF, HAS_SCALE, HAS_NORM, T)
+    w_ptr, m_ptr, v_ptr, step_ptr, model_ptr = _adam_pointers(addresses, n_slots, slot, T, G)
+    g_ptr = list_pointer(addresses, n_slots, slot, 1, G)
     div = divisor.to(T)
     bc1, bc2 = _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION, T)
     b1 = _as(beta1, T)
     b2 = _as(beta2, T)
     b3 = _as(beta3, T)
     wd = _as(weight_decay, T)
-    rate = _as(lr, T)
-    if HAS_LR:
-        rate = tl.load(lr_ptr).to(T)
     acc_p = tl.zeros([BLOCK], T)
     acc_u = tl.zeros([BLOCK], T)
     start = chunk * CHUNK
@@ -145,22 +123,12 @@ def _lamb_apply(
     ADAPT: tl.constexpr, MASTER: tl.constexpr, T: tl.constexpr, G: tl.constexpr,
     CHUNK: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    slot = tl.load(block_slot + pid)
-    chunk = tl.load(block_chunk + pid).to(tl.int64)
-    w_ptr = tl.load(addresses + slot).to(tl.pointer_type(T))
-    m_ptr = tl.load(addresses + 2 * n_slots + slot).to(tl.pointer_type(T))
-    v_ptr = tl.load(addresses + 3 * n_slots + slot).to(tl.pointer_type(T))
-    step_ptr = tl.load(addresses + 4 * n_slots + slot).to(tl.pointer_type(tl.float32))
-    model_ptr = tl.load(addresses + 5 * n_slots + slot).to(tl.pointer_type(G))
-    n = tl.load(numels + slot)
-    live, divisor = _grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm,
-                                   HAS_INF, HAS_SCALE, HAS_NORM)
+    slot, chunk, n, live, divisor, rate = step_prologue(
+        block_slot, block_chunk, numels, lr_ptr, lr, found_inf, grad_scale, grad_norm,
+        max_grad_norm, HAS_LR, HAS_INF, HAS_SCALE, HAS_NORM, T)
+    w_ptr, m_ptr, v_ptr, step_ptr, model_ptr = _adam_pointers(addresses, n_slots, slot, T, G)
     bc1, bc2 = _coeffs(step_ptr, beta1, beta2, BIAS_CORRECTION, T)
     wd = _as(weight_decay, T)
-    rate = _as(lr, T)
-    if HAS_LR:
-        rate = tl.load(lr_ptr).to(T)
     position = tl.load(positions + slot)
     sp = tl.load(squares_p + position)
     su = tl.load(squares_u + position)

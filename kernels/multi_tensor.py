@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+import triton
 import triton.language as tl
 
 TRITON_DTYPES = {
@@ -101,3 +102,58 @@ def positions_by_dtype(tensors: Sequence[torch.Tensor]) -> dict[torch.dtype, lis
     for i, t in enumerate(tensors):
         groups.setdefault(t.dtype, []).append(i)
     return groups
+
+
+# --------------------------------------------------------------------------------------------
+# What every program of a fused optimizer step (kernels/lamb.py, kernels/sgd.py) starts with.
+
+
+@triton.jit
+def as_dtype(x, T: tl.constexpr):
+    """A scalar argument in dtype T (host floats arrive as float32, or as Python floats in the
+    interpreter)."""
+    return x + tl.zeros([], T)
+
+
+@triton.jit
+def grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm,
+                  HAS_INF: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_NORM: tl.constexpr):
+    """(live, divisor) as grad_prologue in csrc/common/optim_math.h: live is 1, or 0 when the
+    step is skipped (kernels multiply their element count by it, which masks every access)."""
+    live = 1
+    if HAS_INF:
+        live = (tl.load(found_inf).to(tl.float64) == 0).to(tl.int64)
+    divisor = tl.full([], 1.0, tl.float64)
+    if HAS_SCALE:
+        divisor = tl.load(grad_scale).to(tl.float64)
+    if HAS_NORM:
+        norm = tl.load(grad_norm).to(tl.float64) / divisor
+        divisor = tl.where((max_grad_norm > 0) & (norm > max_grad_norm),
+                           divisor * (norm / max_grad_norm), divisor)
+    return live, divisor
+
+
+@triton.jit
+def list_pointer(addresses, n_slots, slot, k, T: tl.constexpr):
+    """The data pointer of list ``k``'s tensor in ``slot`` (a row of ChunkTable.addresses)."""
+    return tl.load(addresses + k * n_slots + slot).to(tl.pointer_type(T))
+
+
+@triton.jit
+def step_prologue(block_slot, block_chunk, numels, lr_ptr, lr, found_inf, grad_scale, grad_norm,
+                  max_grad_norm, HAS_LR: tl.constexpr, HAS_INF: tl.constexpr,
+                  HAS_SCALE: tl.constexpr, HAS_NORM: tl.constexpr, T: tl.constexpr):
+    """(slot, chunk, numel, live, divisor, rate): this program's tensor (its row in the table),
+    chunk and element count; whether the step runs and what the gradients are divided by
+    (grad_prologue); the learning rate in T (from ``lr_ptr`` when HAS_LR, so that a captured
+    graph reads each step's)."""
+    pid = tl.program_id(0)
+    slot = tl.load(block_slot + pid)
+    chunk = tl.load(block_chunk + pid).to(tl.int64)
+    n = tl.load(numels + slot)
+    live, divisor = grad_prologue(found_inf, grad_scale, grad_norm, max_grad_norm, HAS_INF,
+                                  HAS_SCALE, HAS_NORM)
+    rate = as_dtype(lr, T)
+    if HAS_LR:
+        rate = tl.load(lr_ptr).to(T)
+    return slot, chunk, n, live, divisor, rate

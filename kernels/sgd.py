@@ -4,8 +4,10 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from mlperf_fast.kernels.lamb import BLOCK, CHUNK_SIZE, _as, _grad_prologue
-from mlperf_fast.kernels.multi_tensor import TRITON_DTYPES, chunk_table
+from mlperf_fast.kernels.lamb import BLOCK, CHUNK_SIZE
+from mlperf_fast.kernels.multi_tensor import (TRITON_DTYPES, chunk_table, list_pointer,
+                                              step_prologue)
+from mlperf_fast.kernels.multi_tensor import as_dtype as _as
 
 
 @triton.jit
@@ -18,22 +20,16 @@ def _sgd_chunk(
     LARS: tl.constexpr, ADAPT: tl.constexpr, MASTER: tl.constexpr, T: tl.constexpr,
     G: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    slot = tl.load(block_slot + pid)
-    chunk = tl.load(block_chunk + pid).to(tl.int64)
-    w_ptr = tl.load(addresses + slot).to(tl.pointer_type(T))
-    g_ptr = tl.load(addresses + n_slots + slot).to(tl.pointer_type(G))
-    b_ptr = tl.load(addresses + 2 * n_slots + slot).to(tl.pointer_type(T))
-    model_ptr = tl.load(addresses + 3 * n_slots + slot).to(tl.pointer_type(G))
-    n = tl.load(numels + slot)
-    live, divisor = _grad_prologue(found_inf, grad_scale, grad_scale, 0.0, HAS_INF, HAS_SCALE,
-                                   False)
+    slot, chunk, n, live, divisor, rate = step_prologue(
+        block_slot, block_chunk, numels, lr_ptr, lr, found_inf, grad_scale, grad_scale, 0.0,
+        HAS_LR, HAS_INF, HAS_SCALE, False, T)
+    w_ptr = list_pointer(addresses, n_slots, slot, 0, T)
+    g_ptr = list_pointer(addresses, n_slots, slot, 1, G)
+    b_ptr = list_pointer(addresses, n_slots, slot, 2, T)
+    model_ptr = list_pointer(addresses, n_slots, slot, 3, G)
     div = divisor.to(T)
     mom = _as(momentum, T)
     wd = _as(weight_decay, T)
-    rate = _as(lr, T)
-    if HAS_LR:
-        rate = tl.load(lr_ptr).to(T)
     scaled = rate
     if LARS:
         position = tl.load(positions + slot)

@@ -3,7 +3,8 @@ against torchvision's nms / batched_nms.
 
 Inputs look like a detector's candidates on an 800 x 800 image: boxes of 16 to 256 pixels a side
 (many overlaps), uniform scores, 80 classes for the per-class form. Ours runs on both of its GPU
-backends, native (CUDA) and Triton. NMS has no meaningful byte or FLOP floor (its cost is the
+backends, native (CUDA) and Triton, and as `auto` picks (which must be as fast as the faster of
+the two at each shape). NMS has no meaningful byte or FLOP floor (its cost is the
 serial greedy walk), so no floor is given.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ def test_nms_batch_of_images(measure):
         return [tv.ops.nms(boxes[b], scores[b], 0.5) for b in range(batch)]
 
     measure(group, "torchvision nms, per-image loop", loop, role="baseline", shape=shape)
-    for backend in ("native", "triton"):
+    for backend in ("native", "triton", "auto"):
         measure(group, f"mlperf_fast nms_padded {backend}",
                 lambda backend=backend: nms_padded(boxes, scores, None, 0.5, backend=backend),
                 shape=shape)
@@ -47,7 +48,7 @@ def test_nms_batch_of_images(measure):
 
     measure(group, "torchvision batched_nms, per-image loop", loop_per_class, role="baseline",
             shape=shape)
-    for backend in ("native", "triton"):
+    for backend in ("native", "triton", "auto"):
         measure(group, f"mlperf_fast nms_padded {backend}",
                 lambda backend=backend: nms_padded(boxes, scores, labels, 0.5, backend=backend),
                 shape=shape)
@@ -62,13 +63,13 @@ def test_nms_one_image(measure, n):
     group = f"NMS, one image, {n:,} boxes, IoU 0.5, per class (80)"
     measure(group, "torchvision batched_nms", lambda: tv.ops.batched_nms(boxes, scores, labels, 0.5),
             role="baseline", shape=shape)
-    for backend in ("native", "triton"):
+    for backend in ("native", "triton", "auto"):
         measure(group, f"mlperf_fast batched_nms {backend}",
                 lambda backend=backend: batched_nms(boxes, scores, labels, 0.5, backend=backend),
                 shape=shape)
     group = f"NMS, one image, {n:,} boxes, IoU 0.5, class-agnostic"
     measure(group, "torchvision nms", lambda: tv.ops.nms(boxes, scores, 0.5), role="baseline",
             shape=shape)
-    for backend in ("native", "triton"):
+    for backend in ("native", "triton", "auto"):
         measure(group, f"mlperf_fast nms {backend}",
                 lambda backend=backend: nms(boxes, scores, 0.5, backend=backend), shape=shape)

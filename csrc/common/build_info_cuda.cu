@@ -14,6 +14,9 @@ std::string cuda_build_info() {
 #ifdef __CUDA_ARCH_LIST__
   info += ";arch=" MF_STR(__CUDA_ARCH_LIST__);
 #endif
+#ifdef MLPERF_FAST_PTX
+  info += ";ptx=1";  // PTX of the newest arch: the driver compiles it for any newer GPU
+#endif
   return info;
 }
 

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from mlperf_fast.ops._library import choose_triton_or_torch
+from mlperf_fast.ops import _checks
+from mlperf_fast.ops._library import custom_op, register_op
 
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 DEFAULT_CLAMP = math.log(1000.0 / 16)  # torchvision's bbox_xform_clip
 
 
@@ -33,42 +33,39 @@ def box_decode(rel_codes: torch.Tensor, anchors: torch.Tensor,
         float64 codes).
     """
     for name, t in (("rel_codes", rel_codes), ("anchors", anchors)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} has dtype {t.dtype}; expected a float dtype")
+        _checks.float_tensor(t, name)
         if t.dim() not in (2, 3) or t.shape[-1] != 4:
-            raise ValueError(f"{name} must have shape (N, 4) or (B, N, 4), got {tuple(t.shape)}")
-    if anchors.device != rel_codes.device:
-        raise ValueError(f"anchors is on {anchors.device} but rel_codes is on {rel_codes.device}")
-    if anchors.shape[-2] != rel_codes.shape[-2] or (
-            anchors.dim() == 3 and (rel_codes.dim() != 3 or anchors.shape[0] != rel_codes.shape[0])):
-        raise ValueError(f"anchors has shape {tuple(anchors.shape)} but rel_codes has shape "
-                         f"{tuple(rel_codes.shape)}: one anchor per box (2-D anchors are shared "
-                         "by every image)")
-    if len(weights) != 4 or any(isinstance(w, bool) or not isinstance(w, (int, float)) for w in weights):
-        raise TypeError(f"weights must be four floats, got {weights!r}")
+            raise _checks.ArgumentValueError(
+                f"{name} must have shape (N, 4) or (B, N, 4), got {tuple(t.shape)}")
+    _checks.same_device(anchors, "anchors", rel_codes, "rel_codes")
+    per_image = anchors.dim() == 3
+    if anchors.shape[-2] != rel_codes.shape[-2] or (per_image and (
+            rel_codes.dim() != 3 or anchors.shape[0] != rel_codes.shape[0])):
+        raise _checks.ArgumentValueError(
+            f"anchors has shape {tuple(anchors.shape)} but rel_codes has shape "
+            f"{tuple(rel_codes.shape)}: one anchor per box (2-D anchors are shared by every "
+            "image)")
+    if isinstance(weights, torch.Tensor) or not isinstance(weights, (tuple, list)) \
+            or len(weights) != 4:
+        raise _checks.ArgumentTypeError(f"weights must be four floats, got {weights!r}")
+    weights = tuple(_checks.real(w, f"weights[{i}]", allow_inf=False)
+                    for i, w in enumerate(weights))
     if any(w == 0 for w in weights):
-        raise ValueError(f"weights must be nonzero, got {weights!r}")
-    if isinstance(bbox_xform_clip, bool) or not isinstance(bbox_xform_clip, (int, float)):
-        raise TypeError(f"bbox_xform_clip must be a float, got {type(bbox_xform_clip).__name__}")
+        raise _checks.ArgumentValueError(f"weights must be nonzero, got {weights!r}")
+    bbox_xform_clip = _checks.real(bbox_xform_clip, "bbox_xform_clip")
     if image_sizes is not None:
-        if not isinstance(image_sizes, torch.Tensor):
-            raise TypeError(f"image_sizes must be a tensor, got {type(image_sizes).__name__}")
+        _checks.tensor(image_sizes, "image_sizes")
+        if image_sizes.dtype.is_complex or image_sizes.dtype == torch.bool:
+            raise _checks.ArgumentTypeError(f"image_sizes has dtype {image_sizes.dtype}; "
+                                            "expected an integer or float dtype")
         if rel_codes.dim() != 3 or image_sizes.shape != (rel_codes.shape[0], 2):
-            raise ValueError(f"image_sizes must have shape (B, 2) for rel_codes of shape (B, N, 4), "
-                             f"got {tuple(image_sizes.shape)} and {tuple(rel_codes.shape)}")
-        if image_sizes.device != rel_codes.device:
-            raise ValueError(f"image_sizes is on {image_sizes.device} but rel_codes is on "
-                             f"{rel_codes.device}")
-    chosen = choose_triton_or_torch("box_decode", rel_codes.device, backend)
+            raise _checks.ArgumentValueError(
+                f"image_sizes must have shape (B, 2) for rel_codes of shape (B, N, 4), got "
+                f"{tuple(image_sizes.shape)} and {tuple(rel_codes.shape)}")
+        _checks.same_device(image_sizes, "image_sizes", rel_codes, "rel_codes")
     anchors = anchors.expand_as(rel_codes)
-    if chosen == "torch":
-        return box_decode_torch(rel_codes, anchors, weights, bbox_xform_clip, image_sizes)
-    from mlperf_fast.kernels import box_decode as kernel
-
-    return kernel.box_decode(rel_codes, anchors, tuple(float(w) for w in weights),
-                             float(bbox_xform_clip), image_sizes)
+    return BOX_DECODE(rel_codes.device, backend, rel_codes, anchors, weights, bbox_xform_clip,
+                      image_sizes)
 
 
 def box_decode_torch(rel_codes: torch.Tensor, anchors: torch.Tensor,
@@ -78,7 +75,7 @@ def box_decode_torch(rel_codes: torch.Tensor, anchors: torch.Tensor,
     """The pure-PyTorch implementation (torchvision's expression, in float32 for float16 and
     bfloat16 codes): same contract."""
     dtype = rel_codes.dtype
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    acc = _checks.acc_dtype(dtype)
     codes = rel_codes.to(acc)
     boxes = anchors.to(acc).expand_as(codes)
     wx, wy, ww, wh = weights
@@ -103,3 +100,16 @@ def box_decode_torch(rel_codes: torch.Tensor, anchors: torch.Tensor,
         ys = torch.minimum(torch.maximum(out[..., 1::2], zero), h)
         out = torch.stack([xs[..., 0], ys[..., 0], xs[..., 1], ys[..., 1]], -1)
     return out.to(dtype)
+
+
+def _box_decode_triton(rel_codes, anchors, weights, bbox_xform_clip, image_sizes):
+    from mlperf_fast.kernels import box_decode as kernel
+
+    return kernel.box_decode(rel_codes, anchors, tuple(weights), bbox_xform_clip, image_sizes)
+
+
+box_decode_triton = custom_op(
+    "box_decode_triton",
+    "(Tensor rel_codes, Tensor anchors, float[] weights, float bbox_xform_clip, "
+    "Tensor? image_sizes) -> Tensor", _box_decode_triton)
+BOX_DECODE = register_op("box_decode", triton=box_decode_triton, torch_fn=box_decode_torch)

@@ -3,21 +3,23 @@ from __future__ import annotations
 
 import torch
 
-from mlperf_fast.ops._library import choose_triton_or_torch
+from mlperf_fast.ops import _checks
+from mlperf_fast.ops._library import custom_op, register_op
 
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
-
-def check_boxes(t: object, name: str, dims: tuple[int, ...] = (2, 3)) -> torch.Tensor:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if t.layout != torch.strided:
-        raise ValueError(f"{name} is a {t.layout} tensor; only dense tensors are supported")
-    if t.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; expected a float dtype")
+def check_boxes(t: object, name: str, dims: tuple[int, ...] = (2, 3),
+                integer_ok: bool = False) -> torch.Tensor:
+    """(N, 4) or (B, N, 4) boxes of a float dtype (or an integer one, if ``integer_ok``)."""
+    t = _checks.tensor(t, name)
+    if t.dtype not in _checks.FLOAT_DTYPES and not (
+            integer_ok and not t.dtype.is_floating_point and not t.dtype.is_complex
+            and t.dtype != torch.bool):
+        raise _checks.ArgumentTypeError(
+            f"{name} has dtype {t.dtype}; expected a float dtype"
+            + (" or an integer one" if integer_ok else ""))
     if t.dim() not in dims or t.shape[-1] != 4:
         want = " or ".join({2: "(N, 4)", 3: "(B, N, 4)"}[d] for d in dims)
-        raise ValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
+        raise _checks.ArgumentValueError(f"{name} must have shape {want}, got {tuple(t.shape)}")
     return t
 
 
@@ -25,40 +27,42 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, *, backend: str = "auto"
     """torchvision.ops.box_iou.
 
     Args:
-        boxes1: (N, 4) or (B, N, 4) (x1, y1, x2, y2) boxes, a float dtype.
+        boxes1: (N, 4) or (B, N, 4) (x1, y1, x2, y2) boxes, a float dtype, or an integer dtype
+            (as torchvision: areas and intersections in int64, the ratio in float32).
         boxes2: (M, 4) or (B, M, 4), same rank, dtype and device.
         backend: "auto" (Triton on a GPU, else torch), "triton" or "torch".
 
     Returns:
-        (N, M) or (B, N, M) IoUs in the boxes' dtype (computed in float32, float64 for float64;
-        bit-identical to torchvision's float32 and float64 results).
+        (N, M) or (B, N, M) IoUs in the boxes' dtype, float32 for integer boxes (computed in
+        float32, float64 for float64; bit-identical to torchvision's float32 and float64 results).
     """
-    check_boxes(boxes1, "boxes1")
-    check_boxes(boxes2, "boxes2")
+    check_boxes(boxes1, "boxes1", integer_ok=True)
+    check_boxes(boxes2, "boxes2", integer_ok=True)
     if boxes2.dim() != boxes1.dim() or (boxes1.dim() == 3 and boxes1.shape[0] != boxes2.shape[0]):
-        raise ValueError(f"boxes2 has shape {tuple(boxes2.shape)} but boxes1 has shape "
-                         f"{tuple(boxes1.shape)}: same rank and batch size")
-    if boxes2.dtype != boxes1.dtype:
-        raise TypeError(f"boxes2 has dtype {boxes2.dtype} but boxes1 has {boxes1.dtype}")
-    if boxes2.device != boxes1.device:
-        raise ValueError(f"boxes2 is on {boxes2.device} but boxes1 is on {boxes1.device}")
-    chosen = choose_triton_or_torch("box_iou", boxes1.device, backend)
+        raise _checks.ArgumentValueError(
+            f"boxes2 has shape {tuple(boxes2.shape)} but boxes1 has shape "
+            f"{tuple(boxes1.shape)}: same rank and batch size")
+    _checks.same_dtype(boxes2, "boxes2", boxes1, "boxes1")
+    _checks.same_device(boxes2, "boxes2", boxes1, "boxes1")
     single = boxes1.dim() == 2
     a, b = (boxes1[None], boxes2[None]) if single else (boxes1, boxes2)
-    if chosen == "torch":
+    if not boxes1.dtype.is_floating_point:
+        # The Triton kernel reads float boxes; integer ones take torchvision's exact integer path.
+        BOX_IOU.choose(boxes1.device, backend)
         out = box_iou_torch(a, b)
     else:
-        from mlperf_fast.kernels import box_iou as kernel
-
-        out = kernel.box_iou(a, b)
+        out = BOX_IOU(boxes1.device, backend, a, b)
     return out[0] if single else out
 
 
 def box_iou_torch(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     """torchvision's expression in PyTorch, on (..., N, 4) x (..., M, 4), in float32 for float16
-    and bfloat16."""
+    and bfloat16, in int64 then float32 for integer boxes."""
     dtype = boxes1.dtype
-    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    if dtype.is_floating_point:
+        acc = _checks.acc_dtype(dtype)
+    else:
+        acc, dtype = torch.int64, torch.float32
     a, b = boxes1.to(acc), boxes2.to(acc)
     area1 = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
     area2 = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
@@ -68,3 +72,14 @@ def box_iou_torch(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
     inter = wh[..., 0] * wh[..., 1]
     union = area1[..., :, None] + area2[..., None, :] - inter
     return (inter / union).to(dtype)
+
+
+def _box_iou_triton(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    from mlperf_fast.kernels import box_iou as kernel
+
+    return kernel.box_iou(boxes1, boxes2)
+
+
+box_iou_triton = custom_op("box_iou_triton", "(Tensor boxes1, Tensor boxes2) -> Tensor",
+                           _box_iou_triton)
+BOX_IOU = register_op("box_iou", triton=box_iou_triton, torch_fn=box_iou_torch)

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from mlperf_fast.ops._library import choose_backend, load_extension
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+from mlperf_fast.ops import _checks
+from mlperf_fast.ops._library import NATIVE_KERNELS, register_op
 
 
 def output_width(num_features: int, dim: int) -> int:
@@ -24,58 +23,39 @@ def output_width(num_features: int, dim: int) -> int:
 
 
 def _check(dense: torch.Tensor, embeddings) -> torch.Tensor:
-    if not isinstance(dense, torch.Tensor):
-        raise TypeError(f"dense must be a tensor, got {type(dense).__name__}")
+    _checks.float_tensor(dense, "dense")
     if isinstance(embeddings, Sequence) and not isinstance(embeddings, torch.Tensor):
         if not embeddings or not all(isinstance(e, torch.Tensor) for e in embeddings):
-            raise TypeError("embeddings must be a [B, F, D] tensor or a non-empty list of [B, D] "
-                            "tensors")
+            raise _checks.ArgumentTypeError("embeddings must be a [B, F, D] tensor or a non-empty "
+                                            "list of [B, D] tensors")
         if any(e.shape != dense.shape for e in embeddings):
-            raise ValueError(f"every embedding must have the shape of dense {tuple(dense.shape)}")
+            raise _checks.ArgumentValueError(
+                f"every embedding must have the shape of dense {tuple(dense.shape)}")
+        for i, e in enumerate(embeddings):
+            _checks.same_dtype(e, f"embeddings[{i}]", dense, "dense")
+            _checks.same_device(e, f"embeddings[{i}]", dense, "dense")
         embeddings = torch.stack(list(embeddings), dim=1)
-    if not isinstance(embeddings, torch.Tensor):
-        raise TypeError(f"embeddings must be a tensor, got {type(embeddings).__name__}")
+    _checks.float_tensor(embeddings, "embeddings")
     if dense.dim() != 2:
-        raise ValueError(f"dense must be [B, D], got shape {tuple(dense.shape)}")
+        raise _checks.ArgumentValueError(f"dense must be [B, D], got shape {tuple(dense.shape)}")
     if embeddings.dim() != 3 or embeddings.shape[0] != dense.shape[0] or \
             embeddings.shape[2] != dense.shape[1]:
-        raise ValueError(f"embeddings must be [B, F, D] = [{dense.shape[0]}, F, {dense.shape[1]}], "
-                         f"got shape {tuple(embeddings.shape)}")
-    if dense.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"dense has dtype {dense.dtype}; expected a floating dtype")
-    if embeddings.dtype != dense.dtype:
-        raise TypeError(f"embeddings has dtype {embeddings.dtype} but dense has {dense.dtype}")
-    if embeddings.device != dense.device:
-        raise ValueError(f"embeddings is on {embeddings.device} but dense is on {dense.device}")
-    for name, t in (("dense", dense), ("embeddings", embeddings)):
-        if t.layout != torch.strided:
-            raise ValueError(f"{name} is a {t.layout} tensor; only dense tensors are supported")
+        raise _checks.ArgumentValueError(
+            f"embeddings must be [B, F, D] = [{dense.shape[0]}, F, {dense.shape[1]}], got shape "
+            f"{tuple(embeddings.shape)}")
+    _checks.same_dtype(embeddings, "embeddings", dense, "dense")
+    _checks.same_device(embeddings, "embeddings", dense, "dense")
     return embeddings
 
 
 def dot_interaction_torch(dense: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
     """The reference's formulation (bmm, lower-triangle gather, cat), accumulated in float32
     (float64 for float64 inputs); differentiable."""
-    acc = torch.float64 if dense.dtype == torch.float64 else torch.float32
-    B, D = dense.shape
+    acc = _checks.acc_dtype(dense.dtype)
     T = torch.cat([dense.unsqueeze(1), embeddings], dim=1).to(acc)
     Z = torch.bmm(T, T.transpose(1, 2))
     li, lj = torch.tril_indices(T.shape[1], T.shape[1], offset=-1, device=dense.device)
     return torch.cat([dense, Z[:, li, lj].to(dense.dtype)], dim=1)
-
-
-class _DotInteraction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, dense, embeddings):
-        ctx.save_for_backward(dense, embeddings)
-        return torch.ops.mlperf_fast.dot_interaction_forward(dense, embeddings)
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        dense, embeddings = ctx.saved_tensors
-        d_dense, d_emb = torch.ops.mlperf_fast.dot_interaction_backward(
-            grad_output.contiguous(), dense, embeddings)
-        return d_dense, d_emb
 
 
 def dot_interaction(dense: torch.Tensor, embeddings: torch.Tensor | Sequence[torch.Tensor], *,
@@ -94,21 +74,25 @@ def dot_interaction(dense: torch.Tensor, embeddings: torch.Tensor | Sequence[tor
         Differentiable in both inputs.
     """
     embeddings = _check(dense, embeddings)
-    chosen = choose_backend("dot_interaction_forward", dense.device, backend)
-    if chosen == "triton":
-        raise ValueError("backend 'triton': dot_interaction has no Triton kernel; use 'native' or "
-                         "'torch'")
+    chosen = DOT_INTERACTION.choose(dense.device, backend)
     if chosen == "torch":
         return dot_interaction_torch(dense, embeddings)
-    return _DotInteraction.apply(dense.contiguous(), embeddings.contiguous())
+    return torch.ops.mlperf_fast.dot_interaction_forward(dense.contiguous(),
+                                                         embeddings.contiguous())
 
 
-if load_extension():
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
 
-    @torch.library.register_fake("mlperf_fast::dot_interaction_forward")
-    def _(dense, embeddings):
-        return dense.new_empty((dense.shape[0], output_width(embeddings.shape[1], dense.shape[1])))
 
-    @torch.library.register_fake("mlperf_fast::dot_interaction_backward")
-    def _(grad_output, dense, embeddings):
-        return torch.empty_like(dense), torch.empty_like(embeddings)
+def _backward(ctx, grad_output):
+    dense, embeddings = ctx.saved_tensors
+    return torch.ops.mlperf_fast.dot_interaction_backward(grad_output.contiguous(), dense,
+                                                          embeddings)
+
+
+DOT_INTERACTION = register_op("dot_interaction", native="dot_interaction_forward",
+                              torch_fn=dot_interaction_torch)
+if "dot_interaction_forward" in NATIVE_KERNELS:
+    torch.library.register_autograd("mlperf_fast::dot_interaction_forward", _backward,
+                                    setup_context=_setup_context)

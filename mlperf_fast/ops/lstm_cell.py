@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import torch
 
-from mlperf_fast.ops._library import choose_backend
+from mlperf_fast.ops import _checks
+from mlperf_fast.ops._library import custom_op, register_op
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def _state_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+DTYPES = _checks.FLOAT_DTYPES
+_state_dtype = _checks.acc_dtype
 
 
 # ------------------------------------------------------------------------------ torch path
@@ -77,70 +75,77 @@ def _cell_bwd(dh, dc, gates, c_prev, c, dpre, dc_prev, backend):
 # ------------------------------------------------------------------------------ the cell
 
 
-@torch.library.custom_op("mlperf_fast::lstm_cell_forward", mutates_args=())
-def _cell_forward_op(gates_x: torch.Tensor, gates_h: torch.Tensor, c_prev: torch.Tensor,
-                     save: bool, backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    bsz, h4 = gates_x.shape
-    h = gates_x.new_empty((bsz, h4 // 4))
-    c = torch.empty((bsz, h4 // 4), dtype=_state_dtype(gates_x.dtype), device=gates_x.device)
-    gates = gates_x.new_empty((bsz, h4) if save else (0, h4))
-    _cell_fwd(gates_x.contiguous(), gates_h.contiguous(), c_prev.contiguous(), h, c,
-              gates if save else None, backend)
-    return h, c, gates
+def _cell_forward_impl(backend):
+    def forward(gates_x, gates_h, c_prev, save):
+        bsz, h4 = gates_x.shape
+        h = gates_x.new_empty((bsz, h4 // 4))
+        c = torch.empty((bsz, h4 // 4), dtype=_state_dtype(gates_x.dtype), device=gates_x.device)
+        gates = gates_x.new_empty((bsz, h4) if save else (0, h4))
+        _cell_fwd(gates_x.contiguous(), gates_h.contiguous(), c_prev.contiguous(), h, c,
+                  gates if save else None, backend)
+        return h, c, gates
+    return forward
 
 
-@_cell_forward_op.register_fake
-def _(gates_x, gates_h, c_prev, save, backend):
-    bsz, h4 = gates_x.shape
-    return (gates_x.new_empty((bsz, h4 // 4)),
-            gates_x.new_empty((bsz, h4 // 4), dtype=_state_dtype(gates_x.dtype)),
-            gates_x.new_empty((bsz, h4) if save else (0, h4)))
+def _cell_backward_impl(backend):
+    def backward(dh, dc, gates, c_prev, c):
+        dpre = torch.empty_like(gates)
+        dc_prev = torch.empty_like(c)
+        _cell_bwd(dh.contiguous(), dc.contiguous(), gates, c_prev.contiguous(), c, dpre, dc_prev,
+                  backend)
+        return dpre, dc_prev
+    return backward
 
 
-@torch.library.custom_op("mlperf_fast::lstm_cell_backward", mutates_args=())
-def _cell_backward_op(dh: torch.Tensor, dc: torch.Tensor, gates: torch.Tensor,
-                      c_prev: torch.Tensor, c: torch.Tensor, backend: str
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    dpre = torch.empty_like(gates)
-    dc_prev = torch.empty_like(c)
-    _cell_bwd(dh.contiguous(), dc.contiguous(), gates, c_prev.contiguous(), c, dpre, dc_prev,
-              backend)
-    return dpre, dc_prev
+def _cell_setup_context(ctx, inputs, output):
+    gates_x, gates_h, c_prev, save = inputs
+    _, c, gates = output
+    ctx.save_for_backward(gates, c_prev, c)
+    ctx.dtypes = (gates_x.dtype, gates_h.dtype, c_prev.dtype)
 
 
-@_cell_backward_op.register_fake
-def _(dh, dc, gates, c_prev, c, backend):
-    return torch.empty_like(gates), torch.empty_like(c)
-
-
-class _Cell(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, gates_x, gates_h, c_prev, backend):
-        save = any(ctx.needs_input_grad[:3])
-        h, c, gates = _cell_forward_op(gates_x, gates_h, c_prev, save, backend)
-        ctx.save_for_backward(gates, c_prev, c)
-        ctx.backend = backend
-        ctx.dtypes = (gates_x.dtype, gates_h.dtype, c_prev.dtype)
-        return h, c.to(c_prev.dtype)
-
-    @staticmethod
-    def backward(ctx, dh, dc):
+def _cell_autograd(backward_op):
+    def backward(ctx, dh, dc, dgates):
         gates, c_prev, c = ctx.saved_tensors
+        if gates.shape[0] != c.shape[0]:
+            raise RuntimeError("lstm_cell: the forward ran with save=False; its gates were not "
+                               "kept, so there is no backward")
         if dh is None:
             dh = torch.zeros(c.shape, dtype=gates.dtype, device=c.device)
         if dc is None:
             dc = torch.zeros_like(c)
-        dpre, dc_prev = _cell_backward_op(dh, dc, gates, c_prev, c, ctx.backend)
+        dpre, dc_prev = backward_op(dh, dc, gates, c_prev, c)
         dx, dhh, dcp = ctx.dtypes
         return dpre.to(dx), dpre.to(dhh), dc_prev.to(dcp), None
+    return backward
+
+
+def _cell_ops(backend: str):
+    """mlperf_fast::lstm_cell_<backend>: (h, c in float32, gates (B, 4H) or (0, 4H) unless
+    ``save``) and its backward."""
+    bwd = custom_op(f"lstm_cell_{backend}_backward",
+                    "(Tensor dh, Tensor dc, Tensor gates, Tensor c_prev, Tensor c) "
+                    "-> (Tensor, Tensor)", _cell_backward_impl(backend))
+    return custom_op(f"lstm_cell_{backend}",
+                     "(Tensor gates_x, Tensor gates_h, Tensor c_prev, bool save) "
+                     "-> (Tensor, Tensor, Tensor)", _cell_forward_impl(backend),
+                     backward=_cell_autograd(bwd), setup_context=_cell_setup_context)
+
+
+def _float64_torch(device_type: str, size: int):
+    return ("triton", "torch") if device_type == "cuda" else ("torch",)
+
+
+LSTM_CELL = register_op("lstm_cell", triton=_cell_ops("triton"), torch_fn=_cell_ops("torch"),
+                        order=_float64_torch)
 
 
 def _check_float(name, t):
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if t.dtype not in DTYPES:
-        raise TypeError(f"{name} has dtype {t.dtype}; expected float32, float16, bfloat16 or "
-                        "float64")
+    _checks.float_tensor(t, name)
+
+
+def _needs_grad(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def lstm_cell(gates_x: torch.Tensor, gates_h: torch.Tensor, c_prev: torch.Tensor, *,
@@ -159,118 +164,117 @@ def lstm_cell(gates_x: torch.Tensor, gates_h: torch.Tensor, c_prev: torch.Tensor
     for name, t in (("gates_x", gates_x), ("gates_h", gates_h), ("c_prev", c_prev)):
         _check_float(name, t)
     if gates_x.dim() != 2 or gates_x.shape[1] % 4:
-        raise ValueError(f"gates_x must be (B, 4H), got {tuple(gates_x.shape)}")
+        raise _checks.ArgumentValueError(f"gates_x must be (B, 4H), got {tuple(gates_x.shape)}")
     if gates_h.shape != gates_x.shape:
-        raise ValueError(f"gates_h must have gates_x's shape {tuple(gates_x.shape)}, got "
-                         f"{tuple(gates_h.shape)}")
-    if c_prev.shape != (gates_x.shape[0], gates_x.shape[1] // 4):
-        raise ValueError(f"c_prev must be (B, H) = ({gates_x.shape[0]}, {gates_x.shape[1] // 4}),"
-                         f" got {tuple(c_prev.shape)}")
+        raise _checks.ArgumentValueError(f"gates_h must have gates_x's shape "
+                                         f"{tuple(gates_x.shape)}, got {tuple(gates_h.shape)}")
+    _checks.shape(c_prev, "c_prev", (gates_x.shape[0], gates_x.shape[1] // 4),
+                  f"(B, H) = ({gates_x.shape[0]}, {gates_x.shape[1] // 4})")
     for name, t in (("gates_h", gates_h), ("c_prev", c_prev)):
-        if t.device != gates_x.device:
-            raise ValueError(f"{name} is on {t.device} but gates_x is on {gates_x.device}")
+        _checks.same_device(t, name, gates_x, "gates_x")
     if backend == "auto" and gates_x.dtype == torch.float64:
         backend = "torch"
-    chosen = choose_backend("lstm_cell", gates_x.device, backend)
-    if chosen == "native":
-        raise ValueError("backend 'native': lstm_cell has Triton and torch kernels only")
-    return _Cell.apply(gates_x, gates_h, c_prev, chosen)
+    h, c, _ = LSTM_CELL(gates_x.device, backend, gates_x, gates_h, c_prev,
+                        _needs_grad(gates_x, gates_h, c_prev))
+    return h, c.to(c_prev.dtype)
 
 
 # ------------------------------------------------------------------------------ the layer
 
 
-@torch.library.custom_op("mlperf_fast::lstm_layer_forward", mutates_args=())
-def _layer_forward_op(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
-                      w_hh: torch.Tensor, bias: torch.Tensor | None, save: bool, backend: str
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x (T, B, I) -> y (T, B, H), c_all (T, B, H) float32, gates (T, B, 4H) (empty if not
-    ``save``)."""
-    steps, bsz, _ = x.shape
-    hid = w_hh.shape[1]
-    gx = x.reshape(steps * bsz, -1) @ w_ih.t()
-    if bias is not None:
-        gx += bias
-    gx = gx.view(steps, bsz, 4 * hid)
-    y = x.new_empty((steps, bsz, hid))
-    c_all = torch.empty((steps, bsz, hid), dtype=_state_dtype(x.dtype), device=x.device)
-    gates = x.new_empty((steps, bsz, 4 * hid) if save else (0, bsz, 4 * hid))
-    w_hh_t = w_hh.t()
-    h, c = h0.contiguous(), c0.to(c_all.dtype).contiguous()
-    for t in range(steps):
-        pre = torch.addmm(gx[t], h, w_hh_t)
-        _cell_fwd(pre, None, c, y[t], c_all[t], gates[t] if save else None, backend)
-        h, c = y[t], c_all[t]
-    return y, c_all, gates
+def _layer_forward_impl(backend):
+    def forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, save):
+        """x (T, B, I) -> y (T, B, H), c_all (T, B, H) float32, gates (T, B, 4H) (empty if not
+        ``save``)."""
+        steps, bsz, _ = x.shape
+        hid = w_hh.shape[1]
+        gx = x.reshape(steps * bsz, x.shape[2]) @ w_ih.t()
+        if b_ih is not None:
+            gx += b_ih + b_hh
+        gx = gx.view(steps, bsz, 4 * hid)
+        y = x.new_empty((steps, bsz, hid))
+        c_all = torch.empty((steps, bsz, hid), dtype=_state_dtype(x.dtype), device=x.device)
+        gates = x.new_empty((steps, bsz, 4 * hid) if save else (0, bsz, 4 * hid))
+        if bsz == 0:
+            return y, c_all, gates
+        w_hh_t = w_hh.t()
+        h, c = h0.contiguous(), c0.to(c_all.dtype).contiguous()
+        for t in range(steps):
+            pre = torch.addmm(gx[t], h, w_hh_t)
+            _cell_fwd(pre, None, c, y[t], c_all[t], gates[t] if save else None, backend)
+            h, c = y[t], c_all[t]
+        return y, c_all, gates
+    return forward
 
 
-@_layer_forward_op.register_fake
-def _(x, h0, c0, w_ih, w_hh, bias, save, backend):
-    steps, bsz, _ = x.shape
-    hid = w_hh.shape[1]
-    return (x.new_empty((steps, bsz, hid)),
-            x.new_empty((steps, bsz, hid), dtype=_state_dtype(x.dtype)),
-            x.new_empty((steps, bsz, 4 * hid) if save else (0, bsz, 4 * hid)))
+def _layer_backward_impl(backend):
+    def backward(dy, dc_n, x, h0, c0, w_ih, w_hh, y, c_all, gates):
+        """Gradients (dx, dh0, dc0, dw_ih, dw_hh, dbias) from dy (T, B, H) (which holds h_n's
+        gradient at T - 1) and dc_n (B, H)."""
+        steps, bsz, hid = y.shape
+        dpre = torch.zeros_like(gates)
+        c0 = c0.to(c_all.dtype).contiguous()
+        dc = dc_n.to(c_all.dtype).contiguous()
+        dh = dy[steps - 1].contiguous()
+        for t in range(steps - 1, -1, -1):
+            if bsz == 0:
+                break
+            c_prev = c_all[t - 1] if t > 0 else c0
+            dc_prev = torch.empty_like(dc)
+            _cell_bwd(dh, dc, gates[t], c_prev, c_all[t], dpre[t], dc_prev, backend)
+            dc = dc_prev
+            if t > 0:
+                dh = torch.addmm(dy[t - 1], dpre[t], w_hh)
+        dh0 = dpre[0] @ w_hh
+        flat = dpre.view(steps * bsz, 4 * hid)
+        dw_ih = flat.t() @ x.reshape(steps * bsz, x.shape[2])
+        dw_hh = dpre[0].t() @ h0
+        if steps > 1:
+            dw_hh += dpre[1:].reshape(-1, 4 * hid).t() @ y[:-1].reshape(-1, hid)
+        dx = (flat @ w_ih).view(x.shape)
+        dbias = flat.sum(0, dtype=torch.float32 if flat.dtype != torch.float64 else flat.dtype)
+        return dx, dh0, dc.to(c0.dtype), dw_ih, dw_hh, dbias.to(flat.dtype)
+    return backward
 
 
-@torch.library.custom_op("mlperf_fast::lstm_layer_backward", mutates_args=())
-def _layer_backward_op(dy: torch.Tensor, dh_n: torch.Tensor, dc_n: torch.Tensor,
-                       x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
-                       w_hh: torch.Tensor, y: torch.Tensor, c_all: torch.Tensor,
-                       gates: torch.Tensor, backend: str
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                  torch.Tensor, torch.Tensor]:
-    """Gradients (dx, dh0, dc0, dw_ih, dw_hh, dbias)."""
-    steps, bsz, hid = y.shape
-    dpre = torch.empty_like(gates)
-    c0 = c0.to(c_all.dtype).contiguous()
-    dc = dc_n.to(c_all.dtype).contiguous()
-    dh = (dy[steps - 1] + dh_n).contiguous()
-    for t in range(steps - 1, -1, -1):
-        c_prev = c_all[t - 1] if t > 0 else c0
-        dc_prev = torch.empty_like(dc)
-        _cell_bwd(dh, dc, gates[t], c_prev, c_all[t], dpre[t], dc_prev, backend)
-        dc = dc_prev
-        if t > 0:
-            dh = torch.addmm(dy[t - 1], dpre[t], w_hh)
-    dh0 = dpre[0] @ w_hh
-    flat = dpre.view(steps * bsz, 4 * hid)
-    dw_ih = flat.t() @ x.reshape(steps * bsz, -1)
-    dw_hh = dpre[0].t() @ h0
-    if steps > 1:
-        dw_hh += dpre[1:].reshape(-1, 4 * hid).t() @ y[:-1].reshape(-1, hid)
-    dx = (flat @ w_ih).view(x.shape)
-    dbias = flat.sum(0, dtype=torch.float32 if flat.dtype != torch.float64 else flat.dtype)
-    return dx, dh0, dc.to(c0.dtype), dw_ih, dw_hh, dbias.to(flat.dtype)
+def _layer_setup_context(ctx, inputs, output):
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, save = inputs
+    y, c_all, gates = output
+    ctx.save_for_backward(x, h0, c0, w_ih, w_hh, y, c_all, gates)
+    ctx.has_bias = b_ih is not None
 
 
-@_layer_backward_op.register_fake
-def _(dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, y, c_all, gates, backend):
-    return (torch.empty_like(x), torch.empty_like(h0), c0.new_empty(c0.shape, dtype=c_all.dtype),
-            torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty((w_ih.shape[0],)))
-
-
-class _Layer(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, backend):
-        bias = None if b_ih is None else b_ih + b_hh
-        save = any(ctx.needs_input_grad[:7])
-        y, c_all, gates = _layer_forward_op(x, h0, c0, w_ih, w_hh, bias, save, backend)
-        ctx.save_for_backward(x, h0, c0, w_ih, w_hh, y, c_all, gates)
-        ctx.backend = backend
-        ctx.has_bias = b_ih is not None
-        return y, y[-1].clone(), c_all[-1].to(c0.dtype)
-
-    @staticmethod
-    def backward(ctx, dy, dh_n, dc_n):
+def _layer_autograd(backward_op):
+    def backward(ctx, dy, dc_all, dgates):
         x, h0, c0, w_ih, w_hh, y, c_all, gates = ctx.saved_tensors
+        if gates.shape[0] != y.shape[0]:
+            raise RuntimeError("lstm_layer: the forward ran with save=False; its gates were not "
+                               "kept, so there is no backward")
         dy = torch.zeros_like(y) if dy is None else dy.contiguous()
-        dh_n = torch.zeros_like(h0) if dh_n is None else dh_n
-        dc_n = torch.zeros_like(c0) if dc_n is None else dc_n
-        dx, dh0, dc0, dw_ih, dw_hh, db = _layer_backward_op(
-            dy, dh_n, dc_n, x, h0, c0, w_ih, w_hh, y, c_all, gates, ctx.backend)
+        # Only c_n = c_all[-1] is handed out of lstm_layer: its gradient is the last row's.
+        dc_n = torch.zeros_like(c0, dtype=c_all.dtype) if dc_all is None else dc_all[-1]
+        dx, dh0, dc0, dw_ih, dw_hh, db = backward_op(dy, dc_n, x, h0, c0, w_ih, w_hh, y, c_all,
+                                                     gates)
         db = db if ctx.has_bias else None
         return dx, dh0, dc0.to(c0.dtype), dw_ih, dw_hh, db, db, None
+    return backward
+
+
+def _layer_ops(backend: str):
+    bwd = custom_op(f"lstm_layer_{backend}_backward",
+                    "(Tensor dy, Tensor dc_n, Tensor x, Tensor h0, Tensor c0, Tensor w_ih, "
+                    "Tensor w_hh, Tensor y, Tensor c_all, Tensor gates) "
+                    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+                    _layer_backward_impl(backend))
+    return custom_op(f"lstm_layer_{backend}",
+                     "(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+                     "Tensor? b_hh, bool save) -> (Tensor, Tensor, Tensor)",
+                     _layer_forward_impl(backend), backward=_layer_autograd(bwd),
+                     setup_context=_layer_setup_context)
+
+
+LSTM_LAYER = register_op("lstm_layer", triton=_layer_ops("triton"), torch_fn=_layer_ops("torch"),
+                         order=_float64_torch)
 
 
 def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.Tensor,
@@ -294,12 +298,11 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
         tensors += [("b_ih", b_ih), ("b_hh", b_hh)]
     for name, t in tensors:
         _check_float(name, t)
-        if t.dtype != x.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype} but x has {x.dtype}; they must match")
-        if t.device != x.device:
-            raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+        _checks.same_dtype(t, name, x, "x")
+        _checks.same_device(t, name, x, "x")
     if x.dim() != 3 or x.shape[0] == 0:
-        raise ValueError(f"x must be (T, B, I) with T >= 1, got {tuple(x.shape)}")
+        raise _checks.ArgumentValueError(f"x must be (T, B, I) with T >= 1, got "
+                                         f"{tuple(x.shape)}")
     steps, bsz, inp = x.shape
     hid = w_hh.shape[-1]
     if w_hh.shape != (4 * hid, hid):
@@ -313,7 +316,6 @@ def lstm_layer(x: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, w_ih: torch.
         raise ValueError(f"b_ih and b_hh must be ({4 * hid},)")
     if backend == "auto" and x.dtype == torch.float64:
         backend = "torch"
-    chosen = choose_backend("lstm_layer", x.device, backend)
-    if chosen == "native":
-        raise ValueError("backend 'native': lstm_layer has Triton and torch kernels only")
-    return _Layer.apply(x.contiguous(), h0, c0, w_ih, w_hh, b_ih, b_hh, chosen)
+    y, c_all, _ = LSTM_LAYER(x.device, backend, x.contiguous(), h0, c0, w_ih, w_hh, b_ih, b_hh,
+                             _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh))
+    return y, y[-1].clone(), c_all[-1].to(c0.dtype)

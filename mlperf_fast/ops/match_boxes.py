@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from mlperf_fast.ops._library import choose_triton_or_torch
+from mlperf_fast.ops import _checks
+from mlperf_fast.ops._library import custom_op, host_checks_enabled, register_op
 from mlperf_fast.ops.box_iou import box_iou_torch, check_boxes
 
 BELOW_LOW_THRESHOLD = -1
@@ -34,60 +35,68 @@ def match_boxes(gt_boxes: torch.Tensor, anchors: torch.Tensor, num_gt: torch.Ten
     """
     check_boxes(gt_boxes, "gt_boxes")
     check_boxes(anchors, "anchors", dims=(2,))
-    if anchors.device != gt_boxes.device:
-        raise ValueError(f"anchors is on {anchors.device} but gt_boxes is on {gt_boxes.device}")
+    _checks.same_device(anchors, "anchors", gt_boxes, "gt_boxes")
     single = gt_boxes.dim() == 2
     gt = gt_boxes[None] if single else gt_boxes
     batch, g = gt.shape[0], gt.shape[1]
     if num_gt is None:
         num_gt = torch.full((batch,), g, dtype=torch.int64, device=gt.device)
     else:
-        if not isinstance(num_gt, torch.Tensor):
-            raise TypeError(f"num_gt must be a tensor, got {type(num_gt).__name__}")
-        if num_gt.dtype.is_floating_point or num_gt.dtype == torch.bool:
-            raise TypeError(f"num_gt has dtype {num_gt.dtype}; expected an integer dtype")
-        if num_gt.shape != (batch,):
-            raise ValueError(f"num_gt must have shape ({batch},), got {tuple(num_gt.shape)}")
-        if num_gt.device != gt.device:
-            raise ValueError(f"num_gt is on {num_gt.device} but gt_boxes is on {gt.device}")
-        if num_gt.numel() and (bool((num_gt < 0).any()) or bool((num_gt > g).any())):
-            raise ValueError(f"num_gt must lie in [0, {g}], got {num_gt.tolist()}")
-    for name, v in (("high_threshold", high_threshold), ("low_threshold", low_threshold)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{name} must be a float, got {type(v).__name__}")
+        _checks.integer_tensor(num_gt, "num_gt")
+        _checks.shape(num_gt, "num_gt", (batch,))
+        _checks.same_device(num_gt, "num_gt", gt, "gt_boxes")
+        if num_gt.numel() and host_checks_enabled(num_gt) and (
+                bool((num_gt < 0).any()) or bool((num_gt > g).any())):
+            raise _checks.ArgumentValueError(f"num_gt must lie in [0, {g}], got "
+                                             f"{num_gt.tolist()}")
+    high_threshold = _checks.real(high_threshold, "high_threshold")
+    low_threshold = _checks.real(low_threshold, "low_threshold")
     if low_threshold > high_threshold:
-        raise ValueError(f"low_threshold ({low_threshold}) must not exceed high_threshold "
-                         f"({high_threshold})")
-    chosen = choose_triton_or_torch("match_boxes", gt.device, backend)
-    if chosen == "torch":
-        out = match_boxes_torch(gt, anchors, num_gt, high_threshold, low_threshold,
-                                allow_low_quality_matches)
-    else:
-        from mlperf_fast.kernels import match_boxes as kernel
-
-        out = kernel.match_boxes(gt, anchors, num_gt, float(high_threshold), float(low_threshold),
-                                 bool(allow_low_quality_matches))
+        raise _checks.ArgumentValueError(
+            f"low_threshold ({low_threshold}) must not exceed high_threshold ({high_threshold})")
+    if isinstance(allow_low_quality_matches, torch.Tensor):
+        raise _checks.ArgumentTypeError("allow_low_quality_matches must be a bool, got a tensor")
+    out = MATCH_BOXES(gt.device, backend, gt, anchors, num_gt, high_threshold, low_threshold,
+                      bool(allow_low_quality_matches))
     return out[0] if single else out
 
 
 def match_boxes_torch(gt_boxes: torch.Tensor, anchors: torch.Tensor, num_gt: torch.Tensor,
                       high_threshold: float, low_threshold: float,
                       allow_low_quality_matches: bool) -> torch.Tensor:
-    """Image by image, torchvision's Matcher on the IoU matrix: same contract, batched form."""
-    out = torch.full((gt_boxes.shape[0], anchors.shape[0]), BELOW_LOW_THRESHOLD,
-                     dtype=torch.int64, device=gt_boxes.device)
-    for b, n in enumerate(num_gt.tolist()):
-        if n == 0 or anchors.shape[0] == 0:
-            continue
-        dtype = torch.promote_types(gt_boxes.dtype, anchors.dtype)
-        quality = box_iou_torch(gt_boxes[b, :n].to(dtype), anchors.to(dtype))  # (n, A)
-        vals, matches = quality.max(dim=0)
-        best_of = matches.clone()
-        matches[vals < low_threshold] = BELOW_LOW_THRESHOLD
-        matches[(vals >= low_threshold) & (vals < high_threshold)] = BETWEEN_THRESHOLDS
-        if allow_low_quality_matches:
-            highest = quality.max(dim=1).values
-            reach = (quality == highest[:, None]).any(dim=0)
-            matches[reach] = best_of[reach]
-        out[b] = matches
-    return out
+    """torchvision's Matcher on each image's IoU matrix, for the whole batch at once (ground
+    truth past num_gt masked out): same contract, batched form."""
+    batch, g, a = gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0]
+    out = torch.full((batch, a), BELOW_LOW_THRESHOLD, dtype=torch.int64, device=gt_boxes.device)
+    if g == 0 or a == 0:
+        return out
+    dtype = torch.promote_types(gt_boxes.dtype, anchors.dtype)
+    quality = box_iou_torch(gt_boxes.to(dtype), anchors.to(dtype)[None].expand(batch, a, 4))
+    valid = torch.arange(g, device=gt_boxes.device)[None, :] < num_gt.to(torch.int64)[:, None]
+    # Masked ground truth scores below every IoU (>= 0, or NaN), so it is never the best match.
+    quality = quality.masked_fill(~valid[:, :, None], -1.0)
+    vals, matches = quality.max(dim=1)
+    best_of = matches.clone()
+    matches = torch.where(vals < low_threshold, BELOW_LOW_THRESHOLD, matches)
+    matches = torch.where((vals >= low_threshold) & (vals < high_threshold), BETWEEN_THRESHOLDS,
+                          matches)
+    if allow_low_quality_matches:
+        highest = quality.max(dim=2).values
+        reach = ((quality == highest[:, :, None]) & valid[:, :, None]).any(dim=1)
+        matches = torch.where(reach, best_of, matches)
+    return torch.where((num_gt > 0)[:, None], matches, out)
+
+
+def _match_boxes_triton(gt_boxes, anchors, num_gt, high_threshold, low_threshold,
+                        allow_low_quality_matches):
+    from mlperf_fast.kernels import match_boxes as kernel
+
+    return kernel.match_boxes(gt_boxes, anchors, num_gt, high_threshold, low_threshold,
+                              allow_low_quality_matches)
+
+
+match_boxes_triton = custom_op(
+    "match_boxes_triton",
+    "(Tensor gt_boxes, Tensor anchors, Tensor num_gt, float high_threshold, "
+    "float low_threshold, bool allow_low_quality_matches) -> Tensor", _match_boxes_triton)
+MATCH_BOXES = register_op("match_boxes", triton=match_boxes_triton, torch_fn=match_boxes_torch)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from mlperf_fast.ops import _checks
-from mlperf_fast.ops._library import load_extension, run_op
+from mlperf_fast.ops._library import custom_op, register_op
 
 # Elements per chunk (one CUDA block's or Triton program's work); matches kL2NormChunk in
 # csrc/multi_tensor_l2norm/multi_tensor_l2norm.h.
@@ -45,8 +45,7 @@ def multi_tensor_l2norm(
     _checks.float_dtypes(tensors, "tensors")
     if not tensors:
         return torch.zeros((), dtype=torch.float32), torch.zeros(0, dtype=torch.float32)
-    return run_op("multi_tensor_l2norm", tensors[0].device, backend, (tensors, per_tensor),
-                  "multi_tensor_l2norm", multi_tensor_l2norm_torch)
+    return MULTI_TENSOR_L2NORM(tensors[0].device, backend, tensors, bool(per_tensor))
 
 
 def multi_tensor_l2norm_torch(
@@ -63,10 +62,15 @@ def multi_tensor_l2norm_torch(
     return total, norms.to(dtype) if per_tensor else norms.new_empty(0, dtype=dtype)
 
 
-if load_extension():
+def _multi_tensor_l2norm_triton(tensors, per_tensor=False):
+    from mlperf_fast.kernels import multi_tensor_l2norm as kernel
 
-    @torch.library.register_fake("mlperf_fast::multi_tensor_l2norm")
-    def _(tensors: list[torch.Tensor], per_tensor: bool = False):
-        dtype = _out_dtype(tensors)
-        total = tensors[0].new_empty((), dtype=dtype)
-        return total, tensors[0].new_empty((len(tensors) if per_tensor else 0,), dtype=dtype)
+    return kernel.multi_tensor_l2norm(tensors, per_tensor)
+
+
+multi_tensor_l2norm_triton = custom_op(
+    "multi_tensor_l2norm_triton", "(Tensor[] tensors, bool per_tensor=False) -> (Tensor, Tensor)",
+    _multi_tensor_l2norm_triton)
+MULTI_TENSOR_L2NORM = register_op("multi_tensor_l2norm", native="multi_tensor_l2norm",
+                                  triton=multi_tensor_l2norm_triton,
+                                  torch_fn=multi_tensor_l2norm_torch)

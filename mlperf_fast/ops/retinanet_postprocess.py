@@ -15,10 +15,9 @@ from collections.abc import Sequence
 
 import torch
 
+from mlperf_fast.ops import _checks
 from mlperf_fast.ops.box_decode import DEFAULT_CLAMP, box_decode
 from mlperf_fast.ops.nms import Detections, nms_padded
-
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 def retinanet_postprocess(cls_logits: torch.Tensor, bbox_regression: torch.Tensor,
@@ -53,31 +52,32 @@ def retinanet_postprocess(cls_logits: torch.Tensor, bbox_regression: torch.Tenso
         ``indices`` the anchor index of each detection.
     """
     for name, t in (("cls_logits", cls_logits), ("bbox_regression", bbox_regression),
-                    ("anchors", anchors), ("image_sizes", image_sizes)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-        if t.device != cls_logits.device:
-            raise ValueError(f"{name} is on {t.device} but cls_logits is on {cls_logits.device}")
+                    ("anchors", anchors)):
+        _checks.float_tensor(t, name)
+        _checks.same_device(t, name, cls_logits, "cls_logits")
+    _checks.tensor(image_sizes, "image_sizes")
+    _checks.same_device(image_sizes, "image_sizes", cls_logits, "cls_logits")
     if cls_logits.dim() != 3:
-        raise ValueError(f"cls_logits must have shape (B, A, C), got {tuple(cls_logits.shape)}")
-    if cls_logits.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"cls_logits has dtype {cls_logits.dtype}; expected a float dtype")
+        raise _checks.ArgumentValueError(f"cls_logits must have shape (B, A, C), got "
+                                         f"{tuple(cls_logits.shape)}")
     batch, num_anchors, num_classes = cls_logits.shape
-    if bbox_regression.shape != (batch, num_anchors, 4):
-        raise ValueError(f"bbox_regression must have shape {(batch, num_anchors, 4)}, got "
-                         f"{tuple(bbox_regression.shape)}")
+    _checks.shape(bbox_regression, "bbox_regression", (batch, num_anchors, 4))
     if anchors.shape not in ((num_anchors, 4), (batch, num_anchors, 4)):
-        raise ValueError(f"anchors must have shape {(num_anchors, 4)} or "
-                         f"{(batch, num_anchors, 4)}, got {tuple(anchors.shape)}")
-    if image_sizes.shape != (batch, 2):
-        raise ValueError(f"image_sizes must have shape {(batch, 2)}, got {tuple(image_sizes.shape)}")
+        raise _checks.ArgumentValueError(
+            f"anchors must have shape {(num_anchors, 4)} or {(batch, num_anchors, 4)}, got "
+            f"{tuple(anchors.shape)}")
+    _checks.shape(image_sizes, "image_sizes", (batch, 2))
+    if level_sizes is not None and (isinstance(level_sizes, torch.Tensor) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in level_sizes)):
+        raise _checks.ArgumentTypeError("level_sizes must be a sequence of ints or None")
     sizes = [num_anchors] if level_sizes is None else [int(s) for s in level_sizes]
     if any(s < 0 for s in sizes) or sum(sizes) != num_anchors:
-        raise ValueError(f"level_sizes must be non-negative and sum to {num_anchors} anchors, "
-                         f"got {list(sizes)}")
-    for name, v in (("detections_per_img", detections_per_img), ("topk_candidates", topk_candidates)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
+        raise _checks.ArgumentValueError(f"level_sizes must be non-negative and sum to "
+                                         f"{num_anchors} anchors, got {list(sizes)}")
+    detections_per_img = _checks.integer(detections_per_img, "detections_per_img", lo=1)
+    topk_candidates = _checks.integer(topk_candidates, "topk_candidates", lo=1)
+    score_thresh = _checks.real(score_thresh, "score_thresh")
+    nms_thresh = _checks.real(nms_thresh, "nms_thresh")
 
     # Per level, one top-k over all images' logits; flat indices count (anchor, class) pairs
     # from the start of the image.

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from mlperf_fast.cuda_graphs import capture
-from mlperf_fast.ops._library import choose_backend
-from mlperf_fast.ops.lstm_cell import lstm_cell
+from mlperf_fast.ops import _checks, _transducer
+from mlperf_fast.ops.lstm_cell import LSTM_CELL, lstm_cell
 
 
 @dataclass
@@ -95,35 +95,63 @@ def rnnt_greedy_decode(f: torch.Tensor, f_lengths: torch.Tensor, net: Prediction
     Returns:
         One list of label ids per utterance.
     """
-    if not isinstance(f, torch.Tensor) or f.dim() != 3:
-        raise ValueError(f"f must be a (B, T, J) tensor, got {getattr(f, 'shape', type(f))}")
-    if not isinstance(f_lengths, torch.Tensor) or f_lengths.dtype not in (torch.int32, torch.int64) \
-            or f_lengths.shape != f.shape[:1]:
-        raise ValueError(f"f_lengths must be a ({f.shape[0]},) int32/int64 tensor")
+    _checks.float_tensor(f, "f")
+    if f.dim() != 3:
+        raise _checks.ArgumentValueError(f"f must be a (B, T, J) tensor, got shape "
+                                         f"{tuple(f.shape)}")
+    _checks.integer_tensor(f_lengths, "f_lengths", _checks.INDEX_DTYPES)
+    _checks.shape(f_lengths, "f_lengths", f.shape[:1])
+    if not isinstance(net, PredictionNet):
+        raise _checks.ArgumentTypeError(f"net must be a PredictionNet, got {type(net).__name__}")
+    weights = [("embedding", net.embedding), ("pred_weight", net.pred_weight),
+               ("pred_bias", net.pred_bias), ("joint_weight", net.joint_weight),
+               ("joint_bias", net.joint_bias)]
+    if not net.lstm:
+        raise _checks.ArgumentValueError("net.lstm must hold at least one layer")
+    for k, layer in enumerate(net.lstm):
+        weights += [(f"lstm[{k}][{i}]", t) for i, t in enumerate(layer)]
+    for name, t in weights:
+        if t is None and ("bias" in name or name.startswith("lstm")):
+            continue
+        _checks.tensor(t, name)
+        _checks.same_dtype(t, name, f, "f")
+        _checks.same_device(t, name, f, "f")
     classes, joint_dim = net.joint_weight.shape
     if joint_dim != f.shape[2] or net.pred_weight.shape[0] != joint_dim:
-        raise ValueError(f"the joint's width {joint_dim} and pred_weight {tuple(net.pred_weight.shape)}"
-                         f" must match f's last dimension {f.shape[2]}")
-    for name, t in [("embedding", net.embedding), ("pred_weight", net.pred_weight),
-                    ("joint_weight", net.joint_weight)]:
-        if t.dtype != f.dtype or t.device != f.device:
-            raise TypeError(f"{name} is {t.dtype} on {t.device}; f is {f.dtype} on {f.device}")
-    if not -classes <= blank < classes:
-        raise ValueError(f"blank={blank} is out of range for {classes} classes")
-    blank %= classes
-    if max_symbols_per_step < 1:
-        raise ValueError(f"max_symbols_per_step must be >= 1, got {max_symbols_per_step}")
-    if max_symbols_per_sample is not None and max_symbols_per_sample < 0:
-        raise ValueError(f"max_symbols_per_sample must be None or >= 0, got {max_symbols_per_sample}")
+        raise _checks.ArgumentValueError(
+            f"the joint's width {joint_dim} and pred_weight {tuple(net.pred_weight.shape)} must "
+            f"match f's last dimension {f.shape[2]}")
+    if net.embedding.shape[0] != classes - 1:
+        raise _checks.ArgumentValueError(
+            f"embedding must have classes - 1 = {classes - 1} rows (every label but blank), got "
+            f"{tuple(net.embedding.shape)}")
+    hid = net.lstm[0][1].shape[1]
+    width = net.embedding.shape[1]
+    for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(net.lstm):
+        if w_ih.shape != (4 * hid, width) or w_hh.shape != (4 * hid, hid):
+            raise _checks.ArgumentValueError(
+                f"lstm[{k}] weights must be (4H, {width}) and (4H, H) with H = {hid}, got "
+                f"{tuple(w_ih.shape)} and {tuple(w_hh.shape)}")
+        for name, b in ((f"lstm[{k}][2]", b_ih), (f"lstm[{k}][3]", b_hh)):
+            if b is not None and b.shape != (4 * hid,):
+                raise _checks.ArgumentValueError(f"{name} must be ({4 * hid},), got "
+                                                 f"{tuple(b.shape)}")
+        width = hid
+    if net.pred_weight.shape[1] != hid:
+        raise _checks.ArgumentValueError(f"pred_weight must be (J, {hid}), got "
+                                         f"{tuple(net.pred_weight.shape)}")
+    blank = _transducer.check_blank(blank, classes)
+    max_symbols_per_step = _checks.integer(max_symbols_per_step, "max_symbols_per_step", lo=1)
+    if max_symbols_per_sample is not None:
+        _checks.integer(max_symbols_per_sample, "max_symbols_per_sample", lo=0)
     lens = f_lengths.tolist()
     if any(not 0 <= n <= f.shape[1] for n in lens):
-        raise ValueError(f"f_lengths must lie in [0, {f.shape[1]}], got {lens}")
+        raise _checks.ArgumentValueError(f"f_lengths must lie in [0, {f.shape[1]}], got {lens}")
     if backend == "auto" and f.dtype == torch.float64:
         backend = "torch"
-    backend = choose_backend("lstm_cell", f.device, backend)
+    backend = LSTM_CELL.choose(f.device, backend)
 
     bsz, dev = f.shape[0], f.device
-    hid = net.lstm[0][1].shape[1]
     h = [f.new_zeros(bsz, hid) for _ in net.lstm]
     c = [f.new_zeros(bsz, hid) for _ in net.lstm]
     g, h, c = _pred_step(net, f.new_zeros(bsz, net.embedding.shape[1]), h, c, backend)

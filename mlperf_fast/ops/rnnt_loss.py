@@ -13,20 +13,14 @@ from __future__ import annotations
 
 import torch
 
-from mlperf_fast.ops._library import choose_backend
+from mlperf_fast.ops import _checks, _transducer
+from mlperf_fast.ops._library import custom_op, host_checks_enabled, register_op
 
-LOGIT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-INDEX_DTYPES = (torch.int32, torch.int64)
-REDUCTIONS = ("none", "mean", "sum")
+LOGIT_DTYPES = _transducer.LOGIT_DTYPES
+INDEX_DTYPES = _transducer.INDEX_DTYPES
+REDUCTIONS = _transducer.REDUCTIONS
 NEG_INF = float("-inf")
-
-
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _capturing(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+_acc_dtype = _checks.acc_dtype
 
 
 def check_rnnt_inputs(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
@@ -36,70 +30,18 @@ def check_rnnt_inputs(logits: torch.Tensor, targets: torch.Tensor, logit_lengths
     """Check the arguments of the transducer loss; return the blank index made non-negative.
 
     Value checks (lengths within the tensors, labels in range) read the lengths on the host; they
-    are skipped while a CUDA graph is being captured."""
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"{logits_name} must be a tensor, got {type(logits).__name__}")
+    are skipped while torch.compile traces and while a CUDA graph is captured."""
+    _checks.float_tensor(logits, logits_name)
     if logits.dim() != 4:
-        raise ValueError(f"{logits_name} must have shape (batch, T, U+1, classes), got "
-                         f"{tuple(logits.shape)}")
-    if logits.dtype not in LOGIT_DTYPES:
-        raise TypeError(f"{logits_name} has dtype {logits.dtype}; expected float32, float16, "
-                        "bfloat16 or float64")
+        raise _checks.ArgumentValueError(f"{logits_name} must have shape (batch, T, U+1, classes),"
+                                         f" got {tuple(logits.shape)}")
     bsz, t_max, u1, classes = logits.shape
-    return _check_targets(bsz, t_max, u1, classes, logits.device, targets, logit_lengths,
-                          target_lengths, blank, clamp, reduction, check_values)
+    return _transducer.check_targets(bsz, t_max, u1, classes, logits.device, targets,
+                                     logit_lengths, target_lengths, blank, clamp, reduction,
+                                     check_values)
 
 
-def _check_targets(bsz: int, t_max: int, u1: int, classes: int, device: torch.device,
-                   targets, logit_lengths, target_lengths, blank, clamp, reduction,
-                   check_values: bool = True) -> int:
-    for name, t, dims in (("targets", targets, 2), ("logit_lengths", logit_lengths, 1),
-                          ("target_lengths", target_lengths, 1)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-        if t.dtype not in INDEX_DTYPES:
-            raise TypeError(f"{name} has dtype {t.dtype}; expected int32 or int64")
-        if t.dim() != dims:
-            raise ValueError(f"{name} must have {dims} dimension(s), got shape {tuple(t.shape)}")
-        if t.device != device:
-            raise ValueError(f"{name} is on {t.device} but the logits are on {device}")
-    if logit_lengths.shape[0] != bsz or target_lengths.shape[0] != bsz:
-        raise ValueError(f"logit_lengths and target_lengths must have {bsz} entries (the batch), "
-                         f"got {logit_lengths.shape[0]} and {target_lengths.shape[0]}")
-    if targets.shape[0] != bsz or targets.shape[1] != u1 - 1:
-        raise ValueError(f"targets must have shape (batch, U) = ({bsz}, {u1 - 1}) to match "
-                         f"logits of U+1 = {u1}, got {tuple(targets.shape)}")
-    if isinstance(blank, bool) or not isinstance(blank, int):
-        raise TypeError(f"blank must be an int, got {type(blank).__name__}")
-    if not -classes <= blank < classes:
-        raise ValueError(f"blank={blank} is out of range for {classes} classes")
-    blank = blank % classes
-    if not isinstance(clamp, (int, float)) or isinstance(clamp, bool):
-        raise TypeError(f"clamp must be a float, got {type(clamp).__name__}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if not check_values or _capturing(device) or bsz == 0:
-        return blank
-    t_lens = logit_lengths.tolist()
-    u_lens = target_lengths.tolist()
-    for b in range(bsz):
-        if not 1 <= t_lens[b] <= t_max:
-            raise ValueError(f"logit_lengths[{b}] = {t_lens[b]} is outside [1, {t_max}] "
-                             "(the logits' time dimension)")
-        if not 0 <= u_lens[b] <= u1 - 1:
-            raise ValueError(f"target_lengths[{b}] = {u_lens[b]} is outside [0, {u1 - 1}] "
-                             "(targets longer than the logits allow)")
-    if targets.numel():
-        used = torch.arange(u1 - 1, device=device)[None, :] < target_lengths[:, None]
-        labels = targets[used]
-        if labels.numel():
-            lo, hi = int(labels.min()), int(labels.max())
-            if lo < 0 or hi >= classes:
-                raise ValueError(f"targets hold label {lo if lo < 0 else hi}, outside "
-                                 f"[0, {classes}) classes")
-            if bool((labels == blank).any()):
-                raise ValueError(f"targets hold the blank index {blank} within target_lengths")
-    return blank
+_check_targets = _transducer.check_targets
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,16 +57,18 @@ def row_stats_torch(logits, targets, logit_lengths, target_lengths, blank, fused
     lse = torch.logsumexp(x, dim=-1) if fused_log_softmax else x.new_zeros(bsz, t_max, u1)
     lse = torch.where(valid, lse, 0.0)
     lp_blank = torch.where(valid, x[..., blank] - lse, NEG_INF)
-    labels = _labels(targets, u1)
+    labels = _labels(targets, u1, logits.shape[-1])
     lp_emit = torch.gather(x, -1, labels[:, None, :, None].expand(bsz, t_max, u1, 1))[..., 0]
     lp_emit = torch.where(has_label, lp_emit - lse, NEG_INF)
     return lse, lp_blank, lp_emit
 
 
-def _labels(targets: torch.Tensor, u1: int) -> torch.Tensor:
-    """targets padded to U+1 columns with label 0 (the last node emits nothing)."""
+def _labels(targets: torch.Tensor, u1: int, classes: int) -> torch.Tensor:
+    """targets padded to U+1 columns with label 0 (the last node emits nothing). Padding past a
+    target length may hold anything (it is masked out): clamped into [0, classes) so that the
+    gathers stay in bounds."""
     labels = targets.new_zeros(targets.shape[0], u1, dtype=torch.int64)
-    labels[:, : u1 - 1] = targets.to(torch.int64).clamp(min=0)
+    labels[:, : u1 - 1] = targets.to(torch.int64).clamp(0, classes - 1)
     return labels
 
 
@@ -197,7 +141,7 @@ def row_grad_torch(logits, targets, logit_lengths, target_lengths, lse, lp_blank
     else:
         g = torch.zeros(bsz, t_max, u1, classes, dtype=acc, device=logits.device)
     g[..., blank] -= torch.where(valid, coef_blank, 0.0)
-    labels = _labels(targets, u1)[:, None, :, None].expand(bsz, t_max, u1, 1)
+    labels = _labels(targets, u1, classes)[:, None, :, None].expand(bsz, t_max, u1, 1)
     g.scatter_add_(-1, labels, -torch.where(valid, coef_label, 0.0)[..., None])
     if clamp > 0:
         g = g.clamp(-clamp, clamp)
@@ -206,23 +150,27 @@ def row_grad_torch(logits, targets, logit_lengths, target_lengths, lse, lp_blank
 
 
 # ---------------------------------------------------------------------------------------------
-# torch.library ops: forward (costs + the small planes the backward needs) and backward
+# torch.library ops, one per backend: forward (costs + the small planes the backward needs) and
+# backward. Fakes in _fakes.py.
 
 
-def _forward_impl(logits, targets, logit_lengths, target_lengths, blank, fused, backend):
-    if backend == "triton":
-        from mlperf_fast.kernels import rnnt_loss as k
+def _forward_impl(backend):
+    def forward(logits, targets, logit_lengths, target_lengths, blank, clamp, fused_log_softmax):
+        if backend == "triton":
+            from mlperf_fast.kernels import rnnt_loss as k
 
-        logits = logits.contiguous()
-        targets = _nonempty(targets.contiguous())
-        lse, lp_blank, lp_emit = k.row_stats(logits, targets, logit_lengths, target_lengths,
-                                            blank, fused)
-        alpha, beta, ll, _ = k.alpha_beta(lp_blank, lp_emit, logit_lengths, target_lengths)
-    else:
-        lse, lp_blank, lp_emit = row_stats_torch(logits, targets, logit_lengths, target_lengths,
-                                                 blank, fused)
-        alpha, beta, ll, _ = alpha_beta_torch(lp_blank, lp_emit, logit_lengths, target_lengths)
-    return -ll, torch.stack([lse, lp_blank, lp_emit, alpha, beta])
+            logits = logits.contiguous()
+            targets = _nonempty(targets.contiguous())
+            lse, lp_blank, lp_emit = k.row_stats(logits, targets, logit_lengths, target_lengths,
+                                                blank, fused_log_softmax)
+            alpha, beta, ll, _ = k.alpha_beta(lp_blank, lp_emit, logit_lengths, target_lengths)
+        else:
+            lse, lp_blank, lp_emit = row_stats_torch(logits, targets, logit_lengths,
+                                                     target_lengths, blank, fused_log_softmax)
+            alpha, beta, ll, _ = alpha_beta_torch(lp_blank, lp_emit, logit_lengths,
+                                                  target_lengths)
+        return -ll, torch.stack([lse, lp_blank, lp_emit, alpha, beta])
+    return forward
 
 
 def _nonempty(targets: torch.Tensor) -> torch.Tensor:
@@ -232,72 +180,76 @@ def _nonempty(targets: torch.Tensor) -> torch.Tensor:
     return targets
 
 
-def _backward_impl(grad_costs, logits, targets, logit_lengths, target_lengths, planes, costs,
-                   blank, clamp, fused, backend):
-    lse, lp_blank, lp_emit, alpha, beta = planes.unbind(0)
-    log_like = -costs
-    if backend == "triton":
-        from mlperf_fast.kernels import rnnt_loss as k
+def _backward_impl(backend):
+    def backward(grad_costs, logits, targets, logit_lengths, target_lengths, planes, costs,
+                 blank, clamp, fused_log_softmax):
+        lse, lp_blank, lp_emit, alpha, beta = planes.unbind(0)
+        log_like = -costs
+        if backend == "triton":
+            from mlperf_fast.kernels import rnnt_loss as k
 
-        logits = logits.contiguous()
-        out = torch.empty_like(logits)
-        return k.row_grad(logits, out, _nonempty(targets.contiguous()), logit_lengths,
-                          target_lengths, lse, lp_blank, lp_emit, alpha, beta,
-                          log_like.float().contiguous(), grad_costs.float().contiguous(), blank,
-                          clamp, fused)
-    return row_grad_torch(logits, targets, logit_lengths, target_lengths, lse, lp_blank, lp_emit,
-                          alpha, beta, log_like, grad_costs, blank, clamp, fused)
-
-
-@torch.library.custom_op("mlperf_fast::rnnt_loss_forward", mutates_args=())
-def _rnnt_forward_op(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
-                     target_lengths: torch.Tensor, blank: int, fused_log_softmax: bool,
-                     backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Costs (B,) and planes (5, B, T, U+1): lse, log p(blank), log p(label), alpha, beta."""
-    return _forward_impl(logits, targets, logit_lengths, target_lengths, blank,
-                         fused_log_softmax, backend)
+            logits = logits.contiguous()
+            out = torch.empty_like(logits)
+            return k.row_grad(logits, out, _nonempty(targets.contiguous()), logit_lengths,
+                              target_lengths, lse, lp_blank, lp_emit, alpha, beta,
+                              log_like.float().contiguous(), grad_costs.float().contiguous(),
+                              blank, clamp, fused_log_softmax)
+        return row_grad_torch(logits, targets, logit_lengths, target_lengths, lse, lp_blank,
+                              lp_emit, alpha, beta, log_like, grad_costs, blank, clamp,
+                              fused_log_softmax)
+    return backward
 
 
-@_rnnt_forward_op.register_fake
-def _(logits, targets, logit_lengths, target_lengths, blank, fused_log_softmax, backend):
-    bsz, t_max, u1, _ = logits.shape
-    acc = _acc_dtype(logits.dtype)
-    return (logits.new_empty((bsz,), dtype=acc),
-            logits.new_empty((5, bsz, t_max, u1), dtype=acc))
+def _setup_context(ctx, inputs, output):
+    logits, targets, logit_lengths, target_lengths, blank, clamp, fused = inputs
+    costs, planes = output
+    ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, planes, costs)
+    ctx.args = (blank, clamp, fused)
 
 
-@torch.library.custom_op("mlperf_fast::rnnt_loss_backward", mutates_args=())
-def _rnnt_backward_op(grad_costs: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-                      logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
-                      planes: torch.Tensor, costs: torch.Tensor, blank: int, clamp: float,
-                      fused_log_softmax: bool, backend: str) -> torch.Tensor:
-    return _backward_impl(grad_costs, logits, targets, logit_lengths, target_lengths, planes,
-                          costs, blank, clamp, fused_log_softmax, backend)
+def _autograd(backward_op):
+    def backward(ctx, grad_costs, grad_planes):
+        grad = backward_op(grad_costs.contiguous(), *ctx.saved_tensors, *ctx.args)
+        return grad, None, None, None, None, None, None
+    return backward
 
 
-@_rnnt_backward_op.register_fake
-def _(grad_costs, logits, targets, logit_lengths, target_lengths, planes, costs, blank, clamp,
-      fused_log_softmax, backend):
-    return torch.empty_like(logits)
+_LOSS_ARGS = ("Tensor logits, Tensor targets, Tensor logit_lengths, Tensor target_lengths, "
+              "int blank, float clamp, bool fused_log_softmax")
+_GRAD_ARGS = ("Tensor grad_costs, Tensor logits, Tensor targets, Tensor logit_lengths, "
+              "Tensor target_lengths, Tensor planes, Tensor costs, int blank, float clamp, "
+              "bool fused_log_softmax")
 
 
-class _RNNTLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, targets, logit_lengths, target_lengths, blank, clamp, fused,
-                backend):
-        costs, planes = _rnnt_forward_op(logits, targets, logit_lengths, target_lengths, blank,
-                                         fused, backend)
-        ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, planes, costs)
-        ctx.args = (blank, float(clamp), fused, backend)
-        return costs
+def _loss_ops(backend: str):
+    """mlperf_fast::rnnt_loss_<backend>: (costs (B,), planes (5, B, T, U+1): lse, log p(blank),
+    log p(label), alpha, beta), and its backward."""
+    bwd = custom_op(f"rnnt_loss_{backend}_backward", f"({_GRAD_ARGS}) -> Tensor",
+                    _backward_impl(backend))
+    return custom_op(f"rnnt_loss_{backend}", f"({_LOSS_ARGS}) -> (Tensor, Tensor)",
+                     _forward_impl(backend), backward=_autograd(bwd),
+                     setup_context=_setup_context)
 
-    @staticmethod
-    def backward(ctx, grad_costs):
-        logits, targets, logit_lengths, target_lengths, planes, costs = ctx.saved_tensors
-        blank, clamp, fused, backend = ctx.args
-        grad = _rnnt_backward_op(grad_costs.contiguous(), logits, targets, logit_lengths,
-                                 target_lengths, planes, costs, blank, clamp, fused, backend)
-        return grad, None, None, None, None, None, None, None
+
+rnnt_loss_triton = _loss_ops("triton")
+rnnt_loss_torch_op = _loss_ops("torch")
+
+
+def _reduce(costs: torch.Tensor, reduction: str, dtype: torch.dtype) -> torch.Tensor:
+    """Reduced in the accumulation dtype, returned in the logits' (as torchaudio does)."""
+    if reduction == "mean":
+        costs = costs.mean()
+    elif reduction == "sum":
+        costs = costs.sum()
+    return costs.to(dtype)
+
+
+def _float64_torch(device_type: str, size: int):
+    return ("triton", "torch") if device_type == "cuda" else ("torch",)
+
+
+RNNT_LOSS = register_op("rnnt_loss", triton=rnnt_loss_triton, torch_fn=rnnt_loss_torch_op,
+                        order=_float64_torch)
 
 
 def rnnt_loss(
@@ -329,33 +281,25 @@ def rnnt_loss(
         backend: "auto", "triton" or "torch" (see ``mlperf_fast.ops._library``).
 
     Returns:
-        The negative log-likelihood, reduced as asked, float32 (float64 for float64 logits).
-        The gradient reaches ``logits`` in their dtype.
+        The negative log-likelihood, reduced as asked, in the logits' dtype (as torchaudio;
+        computed and reduced in float32, float64 for float64 logits). The gradient reaches
+        ``logits`` in their dtype.
     """
     blank = check_rnnt_inputs(logits, targets, logit_lengths, target_lengths, blank, clamp,
                               reduction)
     if backend == "auto" and logits.dtype == torch.float64:
         backend = "torch"
-    chosen = choose_backend("rnnt_loss", logits.device, backend)
-    if chosen == "native":
-        raise ValueError("backend 'native': rnnt_loss has Triton and torch kernels only")
-    costs = _RNNTLoss.apply(logits, targets, logit_lengths, target_lengths, blank, clamp,
-                            fused_log_softmax, chosen)
-    if reduction == "mean":
-        return costs.mean()
-    if reduction == "sum":
-        return costs.sum()
-    return costs
+    costs, _ = RNNT_LOSS(logits.device, backend, logits, targets, logit_lengths, target_lengths,
+                         blank, float(clamp), bool(fused_log_softmax))
+    return _reduce(costs, reduction, logits.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
 # Packed logits: only each utterance's lattice, as transducer_joint(pack_output=True) makes them
 
 
-@torch.library.custom_op("mlperf_fast::rnnt_loss_packed_forward", mutates_args=())
-def _packed_forward_op(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
-                       target_lengths: torch.Tensor, row_base: torch.Tensor, t_max: int, u1: int,
-                       blank: int, fused_log_softmax: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _packed_forward(logits, targets, logit_lengths, target_lengths, row_base, t_max, u1, blank,
+                    clamp, fused_log_softmax):
     from mlperf_fast.kernels import rnnt_loss as k
 
     targets = _nonempty(targets.contiguous())
@@ -366,19 +310,8 @@ def _packed_forward_op(logits: torch.Tensor, targets: torch.Tensor, logit_length
     return -ll, torch.stack([lse, lp_blank, lp_emit, alpha, beta])
 
 
-@_packed_forward_op.register_fake
-def _(logits, targets, logit_lengths, target_lengths, row_base, t_max, u1, blank,
-      fused_log_softmax):
-    bsz = logit_lengths.shape[0]
-    return (logits.new_empty((bsz,), dtype=torch.float32),
-            logits.new_empty((5, bsz, t_max, u1), dtype=torch.float32))
-
-
-@torch.library.custom_op("mlperf_fast::rnnt_loss_packed_backward", mutates_args=())
-def _packed_backward_op(grad_costs: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor,
-                        logit_lengths: torch.Tensor, target_lengths: torch.Tensor,
-                        row_base: torch.Tensor, planes: torch.Tensor, costs: torch.Tensor,
-                        blank: int, clamp: float, fused_log_softmax: bool) -> torch.Tensor:
+def _packed_backward(grad_costs, logits, targets, logit_lengths, target_lengths, row_base, planes,
+                     costs, blank, clamp, fused_log_softmax):
     from mlperf_fast.kernels import rnnt_loss as k
 
     lse, lp_blank, lp_emit, alpha, beta = planes.unbind(0)
@@ -389,29 +322,31 @@ def _packed_backward_op(grad_costs: torch.Tensor, logits: torch.Tensor, targets:
                       clamp, fused_log_softmax, (row_base, planes.shape[2], planes.shape[3]))
 
 
-@_packed_backward_op.register_fake
-def _(grad_costs, logits, targets, logit_lengths, target_lengths, row_base, planes, costs, blank,
-      clamp, fused_log_softmax):
-    return torch.empty_like(logits)
+def _packed_setup_context(ctx, inputs, output):
+    logits, targets, logit_lengths, target_lengths, row_base, t_max, u1, blank, clamp, fused = \
+        inputs
+    costs, planes = output
+    ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, row_base, planes, costs)
+    ctx.args = (blank, clamp, fused)
 
 
-class _PackedLoss(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, targets, logit_lengths, target_lengths, row_base, t_max, u1, blank,
-                clamp, fused):
-        costs, planes = _packed_forward_op(logits, targets, logit_lengths, target_lengths,
-                                           row_base, t_max, u1, blank, fused)
-        ctx.save_for_backward(logits, targets, logit_lengths, target_lengths, row_base, planes,
-                              costs)
-        ctx.args = (blank, float(clamp), fused)
-        return costs
+def _packed_autograd(ctx, grad_costs, grad_planes):
+    grad = rnnt_loss_packed_triton_backward(grad_costs.contiguous(), *ctx.saved_tensors,
+                                            *ctx.args)
+    return (grad,) + (None,) * 9
 
-    @staticmethod
-    def backward(ctx, grad_costs):
-        blank, clamp, fused = ctx.args
-        grad = _packed_backward_op(grad_costs.contiguous(), *ctx.saved_tensors, blank, clamp,
-                                   fused)
-        return (grad,) + (None,) * 9
+
+rnnt_loss_packed_triton_backward = custom_op(
+    "rnnt_loss_packed_triton_backward",
+    "(Tensor grad_costs, Tensor logits, Tensor targets, Tensor logit_lengths, "
+    "Tensor target_lengths, Tensor row_base, Tensor planes, Tensor costs, int blank, "
+    "float clamp, bool fused_log_softmax) -> Tensor", _packed_backward)
+rnnt_loss_packed_triton = custom_op(
+    "rnnt_loss_packed_triton",
+    "(Tensor logits, Tensor targets, Tensor logit_lengths, Tensor target_lengths, "
+    "Tensor row_base, int t_max, int u1, int blank, float clamp, bool fused_log_softmax) "
+    "-> (Tensor, Tensor)", _packed_forward, backward=_packed_autograd,
+    setup_context=_packed_setup_context)
 
 
 def rnnt_loss_packed(
@@ -433,43 +368,44 @@ def rnnt_loss_packed(
     when not given, and must equal the inclusive cumulative sum of T_b * (U_b + 1)).
     ``targets`` (B, U) with U >= max target length. Other arguments and the result as in
     :func:`rnnt_loss`."""
-    from mlperf_fast.ops.transducer_joint import _index, packed_layout
-
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ValueError("logits must be a packed (N, classes) tensor")
-    if logits.dtype not in LOGIT_DTYPES:
-        raise TypeError(f"logits has dtype {logits.dtype}; expected float32, float16, bfloat16 "
-                        "or float64")
-    if not isinstance(logit_lengths, torch.Tensor) or logit_lengths.dim() != 1:
-        raise ValueError("logit_lengths must be a (B,) tensor")
+    _checks.float_tensor(logits, "logits")
+    if logits.dim() != 2:
+        raise _checks.ArgumentValueError(f"logits must be a packed (N, classes) tensor, got shape "
+                                         f"{tuple(logits.shape)}")
+    _checks.integer_tensor(logit_lengths, "logit_lengths", INDEX_DTYPES)
+    if logit_lengths.dim() != 1:
+        raise _checks.ArgumentValueError(f"logit_lengths must be a (B,) tensor, got shape "
+                                         f"{tuple(logit_lengths.shape)}")
     bsz = logit_lengths.shape[0]
+    if bsz and host_checks_enabled(logit_lengths) and int(logit_lengths.min()) < 1:
+        raise _checks.ArgumentValueError("logit_lengths must be >= 1")
     t_max = int(logit_lengths.max()) if bsz else 1
     u1 = targets.shape[1] + 1 if isinstance(targets, torch.Tensor) and targets.dim() == 2 else 1
     blank = _check_targets(bsz, t_max, u1, logits.shape[1], logits.device, targets,
                            logit_lengths, target_lengths, blank, clamp, reduction)
-    offsets, row_base = packed_layout(logit_lengths, target_lengths)
+    offsets, row_base = _transducer.packed_layout(logit_lengths, target_lengths)
     total = int(offsets[-1]) if bsz else 0
     if logits.shape[0] != total:
-        raise ValueError(f"logits has {logits.shape[0]} rows but the lengths make {total}")
-    if batch_offsets is not None and not torch.equal(batch_offsets.to(offsets), offsets):
-        raise ValueError("batch_offsets is not the cumulative sum of T_b * (U_b + 1)")
+        raise _checks.ArgumentValueError(f"logits has {logits.shape[0]} rows but the lengths make "
+                                         f"{total}")
+    if batch_offsets is not None:
+        _checks.integer_tensor(batch_offsets, "batch_offsets")
+        if batch_offsets.shape != offsets.shape or not torch.equal(batch_offsets.to(offsets),
+                                                                   offsets):
+            raise _checks.ArgumentValueError(
+                "batch_offsets is not the cumulative sum of T_b * (U_b + 1)")
     if backend == "auto" and logits.dtype == torch.float64:
         backend = "torch"
-    chosen = choose_backend("rnnt_loss", logits.device, backend)
+    chosen = RNNT_LOSS.choose(logits.device, backend)
     if chosen == "triton":
         u1 = int(target_lengths.max()) + 1 if bsz else 1
-        costs = _PackedLoss.apply(logits, targets, logit_lengths, target_lengths, row_base, t_max,
-                                  u1, blank, clamp, fused_log_softmax)
+        costs, _ = rnnt_loss_packed_triton(logits, targets, logit_lengths, target_lengths,
+                                           row_base, t_max, u1, blank, float(clamp),
+                                           bool(fused_log_softmax))
     else:
-        if chosen == "native":
-            raise ValueError("backend 'native': rnnt_loss has Triton and torch kernels only")
-        b, t, u = _index(logit_lengths, target_lengths)
+        b, t, u = _transducer.packed_index(logit_lengths, target_lengths)
         dense = logits.new_zeros((bsz, t_max, u1, logits.shape[1]))
         dense = dense.index_put((b, t, u), logits)
-        costs = _RNNTLoss.apply(dense, targets, logit_lengths, target_lengths, blank, clamp,
-                                fused_log_softmax, "torch")
-    if reduction == "mean":
-        return costs.mean()
-    if reduction == "sum":
-        return costs.sum()
-    return costs
+        costs, _ = rnnt_loss_torch_op(dense, targets, logit_lengths, target_lengths, blank,
+                                      float(clamp), bool(fused_log_softmax))
+    return _reduce(costs, reduction, logits.dtype)

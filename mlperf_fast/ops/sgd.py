@@ -7,52 +7,63 @@ from collections.abc import Sequence
 
 import torch
 
-from mlperf_fast.ops._library import load_extension, run_op
-from mlperf_fast.ops.lamb import prologue
+from mlperf_fast.ops._library import custom_op, register_op
+from mlperf_fast.ops.lamb import assign, check_step_scalars, prologue, step_lr
 
 Tensors = Sequence[torch.Tensor]
 
 
 def sgd_step_torch(params, grads, momentum_buffers, master_params, lr_t, lr, momentum,
                    dampening, weight_decay, nesterov, first_run, grad_scale, found_inf) -> None:
-    skip, divisor = prologue(found_inf, grad_scale, None, 0.0)
-    if skip:
+    if not params:
         return
-    lr = float(lr_t) if lr_t is not None else lr
+    ref = master_params[0] if master_params else params[0]
+    skip, divisor = prologue(found_inf, grad_scale, None, 0.0, ref)
+    lr = step_lr(lr_t, lr, ref)
     for i, p in enumerate(params):
         w = master_params[i] if master_params else p
-        d = grads[i].to(w.dtype) / divisor + weight_decay * w
+        # torch.optim.SGD's operations, one for one (add with alpha rounds once), so that
+        # parameters without master weights (float16 included) get its result exactly.
+        d = grads[i].to(w.dtype)
+        if grad_scale is not None:
+            d = d / divisor.to(w.dtype)
+        if weight_decay != 0:
+            d = d.add(w, alpha=weight_decay)
         if momentum_buffers:
             buf = momentum_buffers[i]
-            if first_run:
-                buf.copy_(d)
-            else:
-                buf.mul_(momentum).add_(d, alpha=1 - dampening)
-            d = d + momentum * buf if nesterov else buf
-        w.sub_(lr * d)
+            new_buf = d.clone() if first_run else buf.mul(momentum).add(d, alpha=1 - dampening)
+            assign(buf, new_buf, skip)
+            d = d.add(new_buf, alpha=momentum) if nesterov else new_buf
+        w_new = w.add(d, alpha=-lr) if isinstance(lr, float) else w - lr * d
+        assign(w, w_new, skip)
         if master_params:
-            p.copy_(w)
+            assign(p, w_new, skip)
 
 
 def lars_step_torch(params, grads, momentum_buffers, master_params, param_norms, grad_norms,
                     lr_t, lr, momentum, weight_decay, trust_coefficient, eps, adapt, grad_scale,
                     found_inf) -> None:
-    skip, divisor = prologue(found_inf, grad_scale, None, 0.0)
-    if skip:
+    if not params:
         return
-    lr = float(lr_t) if lr_t is not None else lr
+    ref = master_params[0] if master_params else params[0]
+    skip, divisor = prologue(found_inf, grad_scale, None, 0.0, ref)
+    lr = step_lr(lr_t, lr, ref)
     for i, p in enumerate(params):
         w = master_params[i] if master_params else p
-        g = grads[i].to(w.dtype) / divisor
-        pn, gn = float(param_norms[i]), float(grad_norms[i]) / divisor
-        trust = 1.0
-        if adapt and pn > 0 and gn > 0:
-            trust = trust_coefficient * pn / (gn + weight_decay * pn + eps)
+        div = divisor.to(w.dtype)
+        g = grads[i].to(w.dtype) / div
+        pn, gn = param_norms[i].to(w.dtype), grad_norms[i].to(w.dtype) / div
+        trust = torch.ones((), dtype=w.dtype, device=w.device)
+        if adapt:
+            trust = torch.where((pn > 0) & (gn > 0),
+                                trust_coefficient * pn / (gn + weight_decay * pn + eps), trust)
         buf = momentum_buffers[i]
-        buf.mul_(momentum).add_(g + weight_decay * w, alpha=lr * trust)
-        w.sub_(buf)
+        new_buf = buf * momentum + (lr * trust) * (g + weight_decay * w)
+        w_new = w - new_buf
+        assign(buf, new_buf, skip)
+        assign(w, w_new, skip)
         if master_params:
-            p.copy_(w)
+            assign(p, w_new, skip)
 
 
 def sgd_step(params: Tensors, grads: Tensors, momentum_buffers: Tensors, master_params: Tensors,
@@ -64,10 +75,11 @@ def sgd_step(params: Tensors, grads: Tensors, momentum_buffers: Tensors, master_
     buffers to the first direction (torch.optim.SGD's first step) instead of reading them."""
     if not params:
         return
+    check_step_scalars(params[0], lr_t=lr_t, grad_scale=grad_scale, found_inf=found_inf)
     args = (list(params), list(grads), list(momentum_buffers), list(master_params), lr_t,
             float(lr), float(momentum), float(dampening), float(weight_decay), bool(nesterov),
             bool(first_run), grad_scale, found_inf)
-    run_op("sgd_step", params[0].device, backend, args, "sgd", sgd_step_torch)
+    SGD_STEP(params[0].device, backend, *args)
 
 
 def lars_step(params: Tensors, grads: Tensors, momentum_buffers: Tensors, master_params: Tensors,
@@ -79,18 +91,35 @@ def lars_step(params: Tensors, grads: Tensors, momentum_buffers: Tensors, master
     and of the grads as given (before division by ``grad_scale``)."""
     if not params:
         return
+    check_step_scalars(params[0], lr_t=lr_t, grad_scale=grad_scale, found_inf=found_inf)
     args = (list(params), list(grads), list(momentum_buffers), list(master_params), param_norms,
             grad_norms, lr_t, float(lr), float(momentum), float(weight_decay),
             float(trust_coefficient), float(eps), bool(adapt), grad_scale, found_inf)
-    run_op("lars_step", params[0].device, backend, args, "sgd", lars_step_torch)
+    LARS_STEP(params[0].device, backend, *args)
 
 
-if load_extension():
+def _triton(name):
+    def run(*args):
+        from mlperf_fast.kernels import sgd as kernel
 
-    @torch.library.register_fake("mlperf_fast::sgd_step")
-    def _(*args, **kwargs):
-        return None
+        getattr(kernel, name)(*args)
+    return run
 
-    @torch.library.register_fake("mlperf_fast::lars_step")
-    def _(*args, **kwargs):
-        return None
+
+_SGD_LISTS = ("Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, "
+              "Tensor(d!)[] master_params, ")
+_MUTATED = ("params", "momentum_buffers", "master_params")
+sgd_step_triton = custom_op(
+    "sgd_step_triton",
+    f"({_SGD_LISTS}Tensor? lr_t, float lr, float momentum, float dampening, "
+    "float weight_decay, bool nesterov, bool first_run, Tensor? grad_scale, "
+    "Tensor? found_inf) -> ()", _triton("sgd_step"), mutates_args=_MUTATED)
+lars_step_triton = custom_op(
+    "lars_step_triton",
+    f"({_SGD_LISTS}Tensor param_norms, Tensor grad_norms, Tensor? lr_t, float lr, "
+    "float momentum, float weight_decay, float trust_coefficient, float eps, bool adapt, "
+    "Tensor? grad_scale, Tensor? found_inf) -> ()", _triton("lars_step"), mutates_args=_MUTATED)
+SGD_STEP = register_op("sgd_step", native="sgd_step", triton=sgd_step_triton,
+                       torch_fn=sgd_step_torch)
+LARS_STEP = register_op("lars_step", native="lars_step", triton=lars_step_triton,
+                        torch_fn=lars_step_torch)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mlperf_fast.ops._library import choose_triton_or_torch
+from mlperf_fast.ops import _checks
+from mlperf_fast.ops._library import custom_op, register_op
 
-FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 REDUCTIONS = ("none", "mean", "sum")
 
 
@@ -26,7 +26,7 @@ def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, alpha: float
         inputs: logits of any shape, float32, float64, float16 or bfloat16.
         targets: same shape, a float dtype: 1 for the positive class, 0 for negatives (soft
             targets in [0, 1] also follow the formula).
-        alpha: weight of positives in [0, 1]; negative for no weighting.
+        alpha: weight of positives in [0, 1]; -1 for no weighting (torchvision's convention).
         gamma: focusing exponent, >= 0.
         reduction: "none" (the loss per element, inputs' shape and dtype), "mean" or "sum"
             (0-dim, inputs' dtype; accumulated in float32, float64 for float64 inputs).
@@ -37,30 +37,25 @@ def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, alpha: float
         path, which the fused path hands over to when targets require grad).
     """
     for name, t in (("inputs", inputs), ("targets", targets)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-        if t.layout != torch.strided:
-            raise ValueError(f"{name} is a {t.layout} tensor; only dense tensors are supported")
-        if t.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"{name} has dtype {t.dtype}; expected float32, float64, float16 or "
-                            "bfloat16")
+        _checks.float_tensor(t, name)
     if targets.shape != inputs.shape:
-        raise ValueError(f"targets has shape {tuple(targets.shape)} but inputs has shape "
-                         f"{tuple(inputs.shape)}")
-    if targets.device != inputs.device:
-        raise ValueError(f"targets is on {targets.device} but inputs is on {inputs.device}")
-    for name, v in (("alpha", alpha), ("gamma", gamma)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TypeError(f"{name} must be a float, got {type(v).__name__}")
-    if not gamma >= 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
+        raise _checks.ArgumentValueError(f"targets has shape {tuple(targets.shape)} but inputs "
+                                         f"has shape {tuple(inputs.shape)}")
+    _checks.same_device(targets, "targets", inputs, "inputs")
+    alpha = _checks.real(alpha, "alpha", lo=-1.0, hi=1.0)
+    if -1.0 < alpha < 0.0:
+        raise _checks.ArgumentValueError(f"alpha must lie in [0, 1], or be -1 for no weighting; "
+                                         f"got {alpha}")
+    gamma = _checks.real(gamma, "gamma", lo=0.0, allow_inf=False)
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    chosen = choose_triton_or_torch("sigmoid_focal_loss", inputs.device, backend)
-    if chosen == "torch" or targets.requires_grad:
-        return sigmoid_focal_loss_torch(inputs, targets, float(alpha), float(gamma), reduction)
-    return torch.ops.mlperf_fast.sigmoid_focal_loss_triton(
-        inputs, targets, float(alpha), float(gamma), reduction)
+        # torchvision's wording, which callers match on.
+        raise _checks.ArgumentValueError(
+            f"Invalid value for reduction: {reduction!r}; supported reduction modes are "
+            "'none', 'mean' and 'sum'")
+    chosen = SIGMOID_FOCAL_LOSS.choose(inputs.device, backend)
+    if targets.requires_grad:
+        chosen = "torch"  # the fused backward differentiates with respect to the inputs only
+    return SIGMOID_FOCAL_LOSS.kernel(chosen)(inputs, targets, alpha, gamma, reduction)
 
 
 def sigmoid_focal_loss_torch(inputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
@@ -83,35 +78,20 @@ def sigmoid_focal_loss_torch(inputs: torch.Tensor, targets: torch.Tensor, alpha:
     return loss.to(dtype)
 
 
-# The Triton path as torch.library ops: opaque to torch.compile, with fake implementations and
-# autograd registered here.
+# The Triton path as torch.library ops (fakes in _fakes.py), the backward hand-written.
 
 
-@torch.library.custom_op("mlperf_fast::sigmoid_focal_loss_triton", mutates_args=())
-def _triton_forward(inputs: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float,
-                    reduction: str) -> torch.Tensor:
+def _triton_forward(inputs, targets, alpha, gamma, reduction):
     from mlperf_fast.kernels import sigmoid_focal_loss as kernel
 
     return kernel.forward(inputs.contiguous(), targets.contiguous(), alpha, gamma, reduction)
 
 
-@_triton_forward.register_fake
-def _(inputs, targets, alpha, gamma, reduction):
-    return inputs.new_empty(inputs.shape if reduction == "none" else ())
-
-
-@torch.library.custom_op("mlperf_fast::sigmoid_focal_loss_triton_backward", mutates_args=())
-def _triton_backward(grad: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor, alpha: float,
-                     gamma: float, reduction: str) -> torch.Tensor:
+def _triton_backward(grad, inputs, targets, alpha, gamma, reduction):
     from mlperf_fast.kernels import sigmoid_focal_loss as kernel
 
     return kernel.backward(grad, inputs.contiguous(), targets.contiguous(), alpha, gamma,
                            reduction).view(inputs.shape)
-
-
-@_triton_backward.register_fake
-def _(grad, inputs, targets, alpha, gamma, reduction):
-    return torch.empty_like(inputs, memory_format=torch.contiguous_format)
 
 
 def _setup_context(ctx, inputs, output):
@@ -122,7 +102,14 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad):
     x, t = ctx.saved_tensors
-    return _triton_backward(grad, x, t, *ctx.args), None, None, None, None
+    return sigmoid_focal_loss_triton_backward(grad, x, t, *ctx.args), None, None, None, None
 
 
-_triton_forward.register_autograd(_backward, setup_context=_setup_context)
+_SCHEMA = "Tensor inputs, Tensor targets, float alpha, float gamma, str reduction"
+sigmoid_focal_loss_triton_backward = custom_op(
+    "sigmoid_focal_loss_triton_backward", f"(Tensor grad, {_SCHEMA}) -> Tensor", _triton_backward)
+sigmoid_focal_loss_triton = custom_op(
+    "sigmoid_focal_loss_triton", f"({_SCHEMA}) -> Tensor", _triton_forward,
+    backward=_backward, setup_context=_setup_context)
+SIGMOID_FOCAL_LOSS = register_op("sigmoid_focal_loss", triton=sigmoid_focal_loss_triton,
+                                 torch_fn=sigmoid_focal_loss_torch)

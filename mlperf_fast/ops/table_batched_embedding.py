@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mlperf_fast.ops._library import choose_backend, has_native, load_extension
+from mlperf_fast.ops import _checks
+from mlperf_fast.ops._library import custom_op, has_native, host_checks_enabled, register_op
 
 POOLING = {"sum": 0, "mean": 1}
 UPDATES = {"grad": 0, "sgd": 1, "rowwise_adagrad": 2}
-WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-INDEX_DTYPES = (torch.int32, torch.int64)
+WEIGHT_DTYPES = _checks.FLOAT_DTYPES
+INDEX_DTYPES = _checks.INDEX_DTYPES
 # Error codes of tbe_validate (csrc/table_batched_embedding/table_batched_embedding.h).
 _ERROR_SHIFT = 1 << 56
 _VALID = (1 << 63) - 1
@@ -110,10 +111,7 @@ def _check_inputs(weights: torch.Tensor, layout: TableLayout, indices: torch.Ten
     if not isinstance(layout, TableLayout):
         raise TypeError(f"layout must be a TableLayout, got {type(layout).__name__}")
     for name, t in (("weights", weights), ("indices", indices), ("offsets", offsets)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-        if t.layout != torch.strided:
-            raise ValueError(f"{name} is a {t.layout} tensor; only dense tensors are supported")
+        _checks.tensor(t, name)
     if weights.dtype not in WEIGHT_DTYPES:
         raise TypeError(f"weights has dtype {weights.dtype}; expected float32, float16, bfloat16 "
                         "or float64")
@@ -137,8 +135,7 @@ def _check_inputs(weights: torch.Tensor, layout: TableLayout, indices: torch.Ten
     if mode not in POOLING:
         raise ValueError(f"mode must be 'sum' or 'mean', got {mode!r}")
     if per_sample_weights is not None:
-        if not isinstance(per_sample_weights, torch.Tensor):
-            raise TypeError("per_sample_weights must be a tensor or None")
+        _checks.tensor(per_sample_weights, "per_sample_weights")
         if mode != "sum":
             raise ValueError("per_sample_weights is only supported with mode='sum' "
                              "(as in torch.nn.EmbeddingBag)")
@@ -156,17 +153,10 @@ def _check_inputs(weights: torch.Tensor, layout: TableLayout, indices: torch.Ten
             raise ValueError("the CUDA backend supports fewer than 2^31 - 1 rows in all tables")
         if indices.numel() > 2**30:
             raise ValueError("the CUDA backend supports at most 2^30 indices per call")
-    indices = indices.contiguous()
-    offsets = offsets.to(indices.dtype).contiguous()
-    return indices, offsets, per_sample_weights
-
-
-def _can_check_on_host(t: torch.Tensor) -> bool:
-    if t.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return False
-    from torch._subclasses.fake_tensor import is_fake
-
-    return not is_fake(t)
+    if offsets.dtype != indices.dtype:
+        # One dtype for the kernels: the wider one, so that no offset or index wraps around.
+        indices, offsets = indices.to(torch.int64), offsets.to(torch.int64)
+    return indices.contiguous(), offsets.contiguous(), per_sample_weights
 
 
 def validate(layout: TableLayout, indices: torch.Tensor, offsets: torch.Tensor) -> None:
@@ -174,7 +164,7 @@ def validate(layout: TableLayout, indices: torch.Tensor, offsets: torch.Tensor) 
     decreasing) or an index is outside its table. One pass over both tensors; on a GPU one
     synchronization (skipped under CUDA graph capture and torch.compile tracing: the kernels
     then leave bad indices out instead of reading outside the weights)."""
-    if not _can_check_on_host(indices):
+    if not host_checks_enabled(indices, offsets):
         return
     if has_native("tbe_validate", indices.device):
         hcum = layout.meta(indices.device)[2]
@@ -287,7 +277,7 @@ def tbe_update_torch_(grad_output: torch.Tensor, weights: torch.Tensor, layout: 
 
 
 def _backend(device: torch.device, backend: str) -> str:
-    return choose_backend("tbe_forward", device, backend)
+    return TBE.choose(device, backend)
 
 
 def _backward_backend(chosen: str, device: torch.device) -> str:
@@ -305,11 +295,9 @@ def _check_cuda_dims(layout: TableLayout, device: torch.device) -> None:
 
 def _forward(weights, layout, indices, offsets, psw, mode, chosen):
     if chosen == "triton":
-        from mlperf_fast.kernels import table_batched_embedding as triton_kernel
-
         w_off, d_off, _ = layout.meta(weights.device)
-        return triton_kernel.tbe_forward(weights, w_off, d_off, indices, offsets, mode == "mean",
-                                         psw, layout.total_D, layout.max_D)
+        return tbe_forward_triton(weights, w_off, d_off, indices, offsets, mode == "mean", psw,
+                                  layout.total_D, layout.max_D)
     if chosen == "native":
         w_off, d_off, _ = layout.meta(weights.device)
         return torch.ops.mlperf_fast.tbe_forward(weights, w_off, d_off, indices, offsets,
@@ -464,6 +452,8 @@ def table_batched_embedding_bag_fused(
                 not momentum.is_contiguous():
             raise ValueError(f"momentum must be a contiguous float32 tensor of shape "
                              f"({layout.num_rows},) on {weights.device} for rowwise_adagrad")
+    lr = _checks.real(lr, "lr", lo=0.0, allow_inf=False)
+    eps = _checks.real(eps, "eps", lo=0.0, allow_inf=False)
     chosen = _backend(weights.device, backend)
     _check_cuda_dims(layout, weights.device)
     if check_indices or weights.device.type == "cpu":
@@ -503,6 +493,8 @@ def tbe_backward_update_(
                 momentum.shape != (layout.num_rows,) or momentum.device != weights.device:
             raise ValueError(f"momentum must be a float32 tensor of shape ({layout.num_rows},) "
                              f"on {weights.device}")
+    lr = _checks.real(lr, "lr", lo=0.0, allow_inf=False)
+    eps = _checks.real(eps, "eps", lo=0.0, allow_inf=False)
     chosen = _backend(weights.device, backend)
     _check_cuda_dims(layout, weights.device)
     if weights.device.type == "cpu":
@@ -512,23 +504,20 @@ def tbe_backward_update_(
                    optimizer, lr, eps, momentum, grad, chosen)
 
 
-if load_extension():
+def _tbe_forward_triton(weights, weights_offsets, D_offsets, indices, offsets, mean,
+                       per_sample_weights, total_D, max_D):
+    from mlperf_fast.kernels import table_batched_embedding as kernel
 
-    @torch.library.register_fake("mlperf_fast::tbe_forward")
-    def _(weights, weights_offsets, D_offsets, indices, offsets, pooling, per_sample_weights,
-          total_D):
-        T = weights_offsets.numel()
-        return weights.new_empty(((offsets.numel() - 1) // max(T, 1), total_D))
+    return kernel.tbe_forward(weights, weights_offsets, D_offsets, indices, offsets, mean,
+                              per_sample_weights, total_D, max_D)
 
-    @torch.library.register_fake("mlperf_fast::tbe_backward_")
-    def _(grad_output, weights, weights_offsets, D_offsets, hash_size_cumsum, indices, offsets,
-          pooling, per_sample_weights, update, lr, eps, momentum, grad, num_rows, max_D):
-        return None
 
-    @torch.library.register_fake("mlperf_fast::tbe_per_sample_weights_grad")
-    def _(grad_output, weights, weights_offsets, D_offsets, indices, offsets):
-        return weights.new_empty((indices.numel(),), dtype=torch.float32)
-
-    @torch.library.register_fake("mlperf_fast::tbe_validate")
-    def _(hash_size_cumsum, indices, offsets):
-        return indices.new_empty((1,), dtype=torch.int64)
+tbe_forward_triton = custom_op(
+    "tbe_forward_triton",
+    "(Tensor weights, Tensor weights_offsets, Tensor D_offsets, Tensor indices, Tensor offsets, "
+    "bool mean, Tensor? per_sample_weights, int total_D, int max_D) -> Tensor",
+    _tbe_forward_triton)
+# The table's kernels take the layout's tensors (native, Triton) or the layout itself (torch):
+# _forward calls each in its own way; the table decides which.
+TBE = register_op("table_batched_embedding_bag", native="tbe_forward", triton=tbe_forward_triton,
+                  torch_fn=tbe_forward_torch)

@@ -11,16 +11,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mlperf_fast.ops._library import choose_backend
+from mlperf_fast.ops import _checks, _transducer
+from mlperf_fast.ops._library import custom_op, host_checks_enabled, register_op
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-
-
-def packed_layout(f_lengths: torch.Tensor, target_lengths: torch.Tensor):
-    """(batch_offsets (B,) int64 inclusive, row_base (B,) int64 exclusive) of the packed rows."""
-    sizes = f_lengths.to(torch.int64) * (target_lengths.to(torch.int64) + 1)
-    offsets = torch.cumsum(sizes, 0)
-    return offsets, offsets - sizes
+DTYPES = _checks.FLOAT_DTYPES
+packed_layout = _transducer.packed_layout
+_index = _transducer.packed_index
 
 
 def _tables(f_lengths, target_lengths, t_max, u1, pack):
@@ -34,46 +30,84 @@ def _tables(f_lengths, target_lengths, t_max, u1, pack):
     return row_base, torch.full_like(row_base, u1), t_lim, u_lim
 
 
-def _index(f_lengths, target_lengths):
-    """(b, t, u) of every packed row, in packed order (the torch path's gather)."""
-    bs, ts, us = [], [], []
-    for b, (tn, un) in enumerate(zip(f_lengths.tolist(), target_lengths.tolist())):
-        t = torch.arange(tn).repeat_interleave(un + 1)
-        u = torch.arange(un + 1).repeat(tn)
-        bs.append(torch.full_like(t, b))
-        ts.append(t)
-        us.append(u)
-    if not bs:
-        e = torch.zeros(0, dtype=torch.int64)
-        return e, e, e
-    dev = f_lengths.device
-    return torch.cat(bs).to(dev), torch.cat(ts).to(dev), torch.cat(us).to(dev)
+def _joint_forward(f, g, f_lengths, target_lengths, pack_output, packed_rows):
+    from mlperf_fast.kernels import transducer_joint as kj
+
+    bsz, t_max, hid = f.shape
+    u1 = g.shape[1]
+    tables = _tables(f_lengths, target_lengths, t_max, u1, pack_output)
+    out = f.new_empty((packed_rows, hid)) if pack_output else f.new_zeros((bsz, t_max, u1, hid))
+    kj.joint_forward(f, g, out, tables, t_max, u1)
+    return out
 
 
-class _JointAct(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, f, g, f_lengths, target_lengths, pack, rows):
-        from mlperf_fast.kernels import transducer_joint as kj
+def _joint_backward(grad, z, f, g, f_lengths, target_lengths, pack_output):
+    from mlperf_fast.kernels import transducer_joint as kj
 
-        bsz, t_max, hid = f.shape
-        u1 = g.shape[1]
-        tables = _tables(f_lengths, target_lengths, t_max, u1, pack)
-        out = f.new_empty((rows, hid)) if pack else f.new_zeros((bsz, t_max, u1, hid))
-        kj.joint_forward(f, g, out, tables, t_max, u1)
-        ctx.save_for_backward(out, *tables)
-        ctx.shapes = (f.shape, g.shape)
-        return out
+    tables = _tables(f_lengths, target_lengths, f.shape[1], g.shape[1], pack_output)
+    df = grad.new_empty(f.shape)
+    dg = grad.new_empty(g.shape)
+    kj.joint_backward(grad.contiguous(), z, df, dg, tables, f.shape[1], g.shape[1], 1.0)
+    return df, dg
 
-    @staticmethod
-    def backward(ctx, grad):
-        from mlperf_fast.kernels import transducer_joint as kj
 
-        z, *tables = ctx.saved_tensors
-        f_shape, g_shape = ctx.shapes
-        df = grad.new_empty(f_shape)
-        dg = grad.new_empty(g_shape)
-        kj.joint_backward(grad.contiguous(), z, df, dg, tables, f_shape[1], g_shape[1], 1.0)
-        return df, dg, None, None, None, None
+def _setup_context(ctx, inputs, output):
+    f, g, f_lengths, target_lengths, pack_output, _ = inputs
+    ctx.save_for_backward(output, f, g, f_lengths, target_lengths)
+    ctx.pack = pack_output
+
+
+def _backward(ctx, grad):
+    z, f, g, f_lengths, target_lengths = ctx.saved_tensors
+    df, dg = transducer_joint_triton_backward(grad, z, f, g, f_lengths, target_lengths, ctx.pack)
+    return df, dg, None, None, None, None
+
+
+transducer_joint_triton_backward = custom_op(
+    "transducer_joint_triton_backward",
+    "(Tensor grad, Tensor z, Tensor f, Tensor g, Tensor f_lengths, Tensor target_lengths, "
+    "bool pack_output) -> (Tensor, Tensor)", _joint_backward)
+transducer_joint_triton = custom_op(
+    "transducer_joint_triton",
+    "(Tensor f, Tensor g, Tensor f_lengths, Tensor target_lengths, bool pack_output, "
+    "int packed_rows) -> Tensor", _joint_forward, backward=_backward,
+    setup_context=_setup_context)
+
+
+def transducer_joint_torch(f, g, f_lengths, target_lengths, pack_output, packed_rows):
+    """relu(f + g) on the valid lattice nodes, packed or dense (zeros outside the lengths)."""
+    if pack_output:
+        b, t, u = _index(f_lengths, target_lengths)
+        return F.relu(f[b, t] + g[b, u])
+    tt = torch.arange(f.shape[1], device=f.device)[None, :, None]
+    uu = torch.arange(g.shape[1], device=f.device)[None, None, :]
+    valid = (tt < f_lengths[:, None, None]) & (uu <= target_lengths[:, None, None])
+    return F.relu(f[:, :, None] + g[:, None]) * valid[..., None]
+
+
+def _float64_torch(device_type: str, size: int):
+    return ("triton", "torch") if device_type == "cuda" else ("torch",)
+
+
+TRANSDUCER_JOINT = register_op("transducer_joint", triton=transducer_joint_triton,
+                               torch_fn=transducer_joint_torch, order=_float64_torch)
+
+
+def check_projection(weight: object, bias: object, f: torch.Tensor) -> None:
+    """weight (V, H) and bias (V,) or None of the joint's output layer: f's dtype and device."""
+    hid = f.shape[-1]
+    _checks.float_tensor(weight, "weight")
+    if weight.dim() != 2 or weight.shape[1] != hid:
+        raise _checks.ArgumentValueError(f"weight must be (V, {hid}), got {tuple(weight.shape)}")
+    _checks.same_dtype(weight, "weight", f, "f")
+    _checks.same_device(weight, "weight", f, "f")
+    if bias is not None:
+        _checks.float_tensor(bias, "bias")
+        if bias.shape != weight.shape[:1]:
+            raise _checks.ArgumentValueError(f"bias must be ({weight.shape[0]},) to match weight "
+                                             f"{tuple(weight.shape)}, got {tuple(bias.shape)}")
+        _checks.same_dtype(bias, "bias", f, "f")
+        _checks.same_device(bias, "bias", f, "f")
 
 
 def transducer_joint(
@@ -108,48 +142,49 @@ def transducer_joint(
         ``(out, batch_offsets)``: batch_offsets (B,) int64, the inclusive cumulative sum of
         T_b * (U_b + 1).
     """
-    from mlperf_fast.ops.rnnt_loss import _check_targets
-
     for name, t in (("f", f), ("g", g)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 3:
-            raise ValueError(f"{name} must be a 3-D tensor")
-        if t.dtype not in DTYPES:
-            raise TypeError(f"{name} has dtype {t.dtype}; expected a float dtype")
-    if g.dtype != f.dtype or g.device != f.device:
-        raise TypeError(f"g is {g.dtype} on {g.device} but f is {f.dtype} on {f.device}")
+        _checks.float_tensor(t, name)
+        if t.dim() != 3:
+            raise _checks.ArgumentValueError(f"{name} must be a 3-D tensor, got shape "
+                                             f"{tuple(t.shape)}")
+    _checks.same_dtype(g, "g", f, "f")
+    _checks.same_device(g, "g", f, "f")
     if g.shape[0] != f.shape[0] or g.shape[2] != f.shape[2]:
-        raise ValueError(f"f {tuple(f.shape)} and g {tuple(g.shape)} do not match")
-    if weight is not None and (weight.dim() != 2 or weight.shape[1] != f.shape[2]):
-        raise ValueError(f"weight must be (V, {f.shape[2]}), got {tuple(weight.shape)}")
-    if activation != "relu":
-        raise ValueError(f"activation must be 'relu', got {activation!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        raise _checks.ArgumentValueError(f"f {tuple(f.shape)} and g {tuple(g.shape)} do not "
+                                         "match: (B, T, H) and (B, U+1, H)")
+    if weight is not None:
+        check_projection(weight, bias, f)
+    elif bias is not None:
+        raise _checks.ArgumentValueError("bias needs a weight")
+    _checks.choice(activation, "activation", ("relu",))
+    dropout = _checks.real(dropout, "dropout", lo=0.0, hi=1.0, hi_open=True)
     bsz, t_max, _ = f.shape
     u1 = g.shape[1]
     dummy = torch.zeros(bsz, u1 - 1, dtype=torch.int32, device=f.device)
     # The loss's length checks, with placeholder labels (0) and classes (2, blank 1) that pass.
-    _check_targets(bsz, t_max, u1, 2, f.device, dummy, f_lengths, target_lengths, 1, -1.0,
-                   "none")
+    _transducer.check_targets(bsz, t_max, u1, 2, f.device, dummy, f_lengths, target_lengths, 1,
+                              -1.0, "none", lengths_name="f_lengths")
     offsets, _ = packed_layout(f_lengths, target_lengths)
-    if pack_output and packed_rows is None:
-        packed_rows = int(offsets[-1]) if bsz else 0
+    if pack_output:
+        if packed_rows is None:
+            packed_rows = int(offsets[-1]) if bsz else 0
+        else:
+            packed_rows = _checks.integer(packed_rows, "packed_rows", lo=0)
+            if host_checks_enabled(offsets):
+                # The Triton kernel writes every valid row: a wrong count overruns its output.
+                total = int(offsets[-1]) if bsz else 0
+                if packed_rows != total:
+                    raise _checks.ArgumentValueError(
+                        f"packed_rows = {packed_rows} but the lengths make {total} rows")
+    else:
+        packed_rows = 0
     if backend == "auto" and f.dtype == torch.float64:
         backend = "torch"
-    chosen = choose_backend("transducer_joint", f.device, backend)
-    if chosen == "native":
-        raise ValueError("backend 'native': transducer_joint has Triton and torch kernels only")
+    chosen = TRANSDUCER_JOINT.choose(f.device, backend)
     if chosen == "triton":
-        z = _JointAct.apply(f.contiguous(), g.contiguous(), f_lengths, target_lengths,
-                            pack_output, packed_rows or 0)
-    elif pack_output:
-        b, t, u = _index(f_lengths, target_lengths)
-        z = F.relu(f[b, t] + g[b, u])
-    else:
-        tt = torch.arange(t_max, device=f.device)[None, :, None]
-        uu = torch.arange(u1, device=f.device)[None, None, :]
-        valid = (tt < f_lengths[:, None, None]) & (uu <= target_lengths[:, None, None])
-        z = F.relu(f[:, :, None] + g[:, None]) * valid[..., None]
+        f, g = f.contiguous(), g.contiguous()
+    z = TRANSDUCER_JOINT.kernel(chosen)(f, g, f_lengths, target_lengths, bool(pack_output),
+                                         packed_rows)
     if dropout > 0:
         z = F.dropout(z, dropout, training=True)
     if weight is not None:

@@ -18,15 +18,14 @@ Dropout after the activation needs no stored mask: an element survives iff its o
 from __future__ import annotations
 
 import contextlib
-import sys
 
 import torch
 import torch.nn.functional as F
 
-import mlperf_fast.ops.rnnt_loss  # noqa: F401  (the module; the package exports the function)
-from mlperf_fast.ops._library import choose_backend, triton_usable
-
-_loss = sys.modules["mlperf_fast.ops.rnnt_loss"]
+from mlperf_fast.ops import _checks, _transducer
+from mlperf_fast.ops._library import custom_op, register_op, triton_usable
+from mlperf_fast.ops.rnnt_loss import _nonempty, alpha_beta_torch, row_grad_torch, row_stats_torch
+from mlperf_fast.ops.transducer_joint import check_projection
 
 ACTIVATIONS = ("relu",)
 FP32_GEMMS = ("auto", "tf32x3", "tf32x3_triton", "cublas")
@@ -58,17 +57,17 @@ def _loss_group(logits, targets, t_len, u_len, blank, clamp, scale, backend, nee
     if backend == "triton":
         from mlperf_fast.kernels import rnnt_loss as k
 
-        targets = _loss._nonempty(targets.contiguous())
+        targets = _nonempty(targets.contiguous())
         lse, lp_blank, lp_emit = k.row_stats(logits, targets, t_len, u_len, blank, True)
         alpha, beta, ll, _ = k.alpha_beta(lp_blank, lp_emit, t_len, u_len)
         if need_grad:
             k.row_grad(logits, out, targets, t_len, u_len, lse, lp_blank, lp_emit, alpha, beta,
                        ll, scale, blank, clamp, True, split=split)
         return -ll
-    lse, lp_blank, lp_emit = _loss.row_stats_torch(logits, targets, t_len, u_len, blank, True)
-    alpha, beta, ll, _ = _loss.alpha_beta_torch(lp_blank, lp_emit, t_len, u_len)
+    lse, lp_blank, lp_emit = row_stats_torch(logits, targets, t_len, u_len, blank, True)
+    alpha, beta, ll, _ = alpha_beta_torch(lp_blank, lp_emit, t_len, u_len)
     if need_grad:
-        grad = _loss.row_grad_torch(logits, targets, t_len, u_len, lse, lp_blank, lp_emit,
+        grad = row_grad_torch(logits, targets, t_len, u_len, lse, lp_blank, lp_emit,
                                     alpha, beta, ll, scale, blank, clamp, True)
         grad = grad.reshape(-1, logits.shape[-1])
         out.copy_(stack_tf32(grad, HLH) if split else grad.view_as(out))
@@ -265,45 +264,71 @@ def _forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clam
     return costs, df, dg, dw, db
 
 
-class _JointLoss(torch.autograd.Function):
-    """Returns the reduced loss. For "mean" and "sum" each utterance's gradient was weighted in
-    the forward (1/B or 1) and the backward scales by the scalar incoming gradient; for "none"
-    the weight's gradient is kept per utterance and combined with the incoming (B,) gradient."""
-
-    @staticmethod
-    def forward(ctx, f, g, weight, bias, targets, f_lengths, target_lengths, blank, clamp,
-                reduction, dropout, backend, group_bytes, fp32_gemm):
-        needs = tuple(ctx.needs_input_grad[:3]) + (bias is not None and ctx.needs_input_grad[3],)
+def _joint_loss_impl(backend: str):
+    def forward(f, g, weight, bias, targets, f_lengths, target_lengths, blank, clamp, reduction,
+                dropout, group_bytes, fp32_gemm, needs):
+        """(loss reduced as asked, and the gradients of f, g, weight (1 or B, V, H) and bias
+        (1 or B, V) that ``needs`` asks for, empty where not)."""
         costs, df, dg, dw, db = _forward(f, g, weight, bias, targets, f_lengths, target_lengths,
-                                         blank, clamp, reduction, dropout, needs, backend,
+                                         blank, clamp, reduction, dropout, tuple(needs), backend,
                                          group_bytes, fp32_gemm)
-        ctx.grads = (df, dg, dw, db)
-        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
         if reduction == "mean":
-            return costs.mean()
-        if reduction == "sum":
-            return costs.sum()
-        return costs
+            costs = costs.mean()
+        elif reduction == "sum":
+            costs = costs.sum()
+        # An op's outputs may not alias each other: a fresh empty tensor for each one not asked.
+        return (costs, *(costs.new_empty(0) if t is None else t for t in (df, dg, dw, db)))
+    return forward
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        df, dg, dw, db = ctx.grads
-        ctx.grads = None
-        w_dtype, b_dtype = ctx.dtypes
-        gc = grad_out.to(torch.float32)
-        per_utt = gc.dim() == 1
-        out: list = [None] * 14
-        if df is not None:
-            out[0] = df * (gc[:, None, None] if per_utt else gc).to(df.dtype)
-        if dg is not None:
-            out[1] = dg * (gc[:, None, None] if per_utt else gc).to(dg.dtype)
-        if dw is not None:
-            w = torch.einsum("b,bvh->vh", gc.to(dw.dtype), dw) if per_utt else dw[0] * gc
-            out[2] = w.to(w_dtype)
-        if db is not None:
-            b = gc.to(db.dtype) @ db if per_utt else db[0] * gc
-            out[3] = b.to(b_dtype)
-        return tuple(out)
+
+def _setup_context(ctx, inputs, output):
+    weight, bias = inputs[2], inputs[3]
+    ctx.save_for_backward(*output[1:])
+    ctx.needs = inputs[-1]
+    ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
+
+
+def _backward(ctx, grad_out, *_):
+    """For "mean" and "sum" each utterance's gradient was weighted in the forward (1/B or 1) and
+    the backward scales by the scalar incoming gradient; for "none" the weight's gradient is
+    kept per utterance and combined with the incoming (B,) gradient."""
+    df, dg, dw, db = ctx.saved_tensors
+    need_f, need_g, need_w, need_b = ctx.needs
+    w_dtype, b_dtype = ctx.dtypes
+    gc = grad_out.to(torch.float32)
+    per_utt = gc.dim() == 1
+    out: list = [None] * 14
+    if need_f:
+        out[0] = df * (gc[:, None, None] if per_utt else gc).to(df.dtype)
+    if need_g:
+        out[1] = dg * (gc[:, None, None] if per_utt else gc).to(dg.dtype)
+    if need_w:
+        w = torch.einsum("b,bvh->vh", gc.to(dw.dtype), dw) if per_utt else dw[0] * gc
+        out[2] = w.to(w_dtype)
+    if need_b:
+        b = gc.to(db.dtype) @ db if per_utt else db[0] * gc
+        out[3] = b.to(b_dtype)
+    return tuple(out)
+
+
+def _joint_loss_op(backend: str):
+    return custom_op(
+        f"transducer_joint_loss_{backend}",
+        "(Tensor f, Tensor g, Tensor weight, Tensor? bias, Tensor targets, Tensor f_lengths, "
+        "Tensor target_lengths, int blank, float clamp, str reduction, float dropout, "
+        "int group_bytes, str fp32_gemm, bool[] needs) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+        _joint_loss_impl(backend), backward=_backward, setup_context=_setup_context)
+
+
+def _float64_torch(device_type: str, size: int):
+    return ("triton", "torch") if device_type == "cuda" else ("torch",)
+
+
+transducer_joint_loss_triton = _joint_loss_op("triton")
+transducer_joint_loss_torch = _joint_loss_op("torch")
+TRANSDUCER_JOINT_LOSS = register_op("transducer_joint_loss", triton=transducer_joint_loss_triton,
+                                    torch_fn=transducer_joint_loss_torch, order=_float64_torch)
 
 
 def transducer_joint_loss(
@@ -323,6 +348,7 @@ def transducer_joint_loss(
     group_bytes: int = GROUP_LOGIT_BYTES,
     fp32_gemm: str = "auto",
     backend: str = "auto",
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """RNN-T loss of ``Linear(dropout(relu(f[:, :, None] + g[:, None])))`` without materializing
     the joint: equal to ``rnnt_loss(F.linear(F.dropout(F.relu(f[:, :, None] + g[:, None]),
@@ -347,59 +373,58 @@ def transducer_joint_loss(
             Triton backend), or "cublas" (torch's matmul, which follows torch's TF32 setting;
             the default on CPU). Other dtypes always use cuBLAS.
         backend: "triton" (the loss kernels of kernels/rnnt_loss.py; GPU default) or "torch".
+        out_dtype: the loss's dtype; None: f's (after autocast), as apex's transducer loss
+            and torchaudio's rnnt_loss return it. torch.float32 keeps the float32 value of a
+            half-precision run (for logging it).
 
     Returns:
-        The loss reduced as asked (float32; float64 for float64 inputs); gradients flow to f, g,
-        weight and bias.
+        The loss reduced as asked (computed in float32, float64 for float64 inputs), in
+        ``out_dtype``; gradients flow to f, g, weight and bias.
 
     The lengths are read back to the host (to form the groups), so a call synchronizes with the
     GPU once and cannot be captured in a CUDA graph.
     """
-    for name, t in (("f", f), ("g", g), ("weight", weight)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if f.dim() != 3 or g.dim() != 3 or weight.dim() != 2:
-        raise ValueError(f"f must be (B, T, H), g (B, U+1, H) and weight (V, H); got "
-                         f"{tuple(f.shape)}, {tuple(g.shape)}, {tuple(weight.shape)}")
-    if f.shape[0] != g.shape[0] or f.shape[2] != g.shape[2] or weight.shape[1] != f.shape[2]:
-        raise ValueError(f"shapes do not match: f {tuple(f.shape)}, g {tuple(g.shape)}, "
-                         f"weight {tuple(weight.shape)}")
-    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != weight.shape[:1]):
-        raise ValueError(f"bias must be None or a ({weight.shape[0]},) tensor")
-    if f.dtype not in _loss.LOGIT_DTYPES:
-        raise TypeError(f"f has dtype {f.dtype}; expected float32, bfloat16, float16 or float64")
-    params = [("g", g), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
-    for name, t in params:
-        if t.device != f.device:
-            raise ValueError(f"{name} is on {t.device} but f is on {f.device}")
+    for name, t in (("f", f), ("g", g)):
+        _checks.float_tensor(t, name)
+        if t.dim() != 3:
+            raise _checks.ArgumentValueError(f"{name} must be a 3-D tensor, got shape "
+                                             f"{tuple(t.shape)}")
+    _checks.float_tensor(weight, "weight")
+    if f.shape[0] != g.shape[0] or f.shape[2] != g.shape[2]:
+        raise _checks.ArgumentValueError(f"f {tuple(f.shape)} and g {tuple(g.shape)} do not "
+                                         "match: (B, T, H) and (B, U+1, H)")
     if torch.is_autocast_enabled(f.device.type):
         dt = torch.get_autocast_dtype(f.device.type)
         f, g, weight = f.to(dt), g.to(dt), weight.to(dt)
-        bias = bias.to(dt) if bias is not None else None
-        params = [("g", g), ("weight", weight)] + ([("bias", bias)] if bias is not None else [])
-    for name, t in params:
-        if t.dtype != f.dtype:
-            raise TypeError(f"{name} has dtype {t.dtype} but f has {f.dtype}; they must match")
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be a float in [0, 1), got {dropout!r}")
+        bias = bias.to(dt) if isinstance(bias, torch.Tensor) else bias
+    _checks.same_dtype(g, "g", f, "f")
+    _checks.same_device(g, "g", f, "f")
+    check_projection(weight, bias, f)
+    _checks.choice(activation, "activation", ACTIVATIONS)
+    dropout = _checks.real(dropout, "dropout", lo=0.0, hi=1.0, hi_open=True)
+    group_bytes = _checks.integer(group_bytes, "group_bytes", lo=1)
     bsz, t_max, _ = f.shape
-    blank = _loss._check_targets(bsz, t_max, g.shape[1], weight.shape[0], f.device, targets,
-                                 f_lengths, target_lengths, blank, clamp, reduction)
+    blank = _transducer.check_targets(bsz, t_max, g.shape[1], weight.shape[0], f.device, targets,
+                                      f_lengths, target_lengths, blank, clamp, reduction,
+                                      lengths_name="f_lengths")
     if backend == "auto" and f.dtype == torch.float64:
         backend = "torch"
-    chosen = choose_backend("transducer_joint_loss", f.device, backend)
-    if chosen == "native":
-        raise ValueError("backend 'native': transducer_joint_loss has Triton and torch kernels only")
-    if fp32_gemm not in FP32_GEMMS:
-        raise ValueError(f"fp32_gemm must be one of {FP32_GEMMS}, got {fp32_gemm!r}")
+    chosen = TRANSDUCER_JOINT_LOSS.choose(f.device, backend)
+    _checks.choice(fp32_gemm, "fp32_gemm", FP32_GEMMS)
     if fp32_gemm == "tf32x3_triton" and chosen != "triton":
-        raise ValueError("fp32_gemm='tf32x3_triton' needs the Triton backend")
+        raise _checks.ArgumentValueError("fp32_gemm='tf32x3_triton' needs the Triton backend")
     if f.dtype != torch.float32:
         fp32_gemm = "cublas"
     elif fp32_gemm == "auto":
         fp32_gemm = "tf32x3" if f.is_cuda else "cublas"
-    return _JointLoss.apply(f.contiguous(), g.contiguous(), weight.contiguous(), bias, targets,
-                            f_lengths, target_lengths, blank, float(clamp), reduction,
-                            float(dropout), chosen, int(group_bytes), fp32_gemm)
+    if out_dtype is not None and (not isinstance(out_dtype, torch.dtype)
+                                  or not out_dtype.is_floating_point):
+        raise _checks.ArgumentTypeError(f"out_dtype must be a float dtype or None, got "
+                                        f"{out_dtype!r}")
+    grad = torch.is_grad_enabled()
+    needs = [grad and f.requires_grad, grad and g.requires_grad, grad and weight.requires_grad,
+             grad and bias is not None and bias.requires_grad]
+    loss = TRANSDUCER_JOINT_LOSS.kernel(chosen)(
+        f.contiguous(), g.contiguous(), weight.contiguous(), bias, targets, f_lengths,
+        target_lengths, blank, float(clamp), reduction, dropout, group_bytes, fp32_gemm, needs)[0]
+    return loss.to(out_dtype or f.dtype)

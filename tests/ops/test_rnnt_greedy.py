@@ -112,12 +112,20 @@ def test_bad_input():
     f = torch.zeros(2, 3, 10)
     with pytest.raises(ValueError, match="f_lengths must lie"):
         rnnt_greedy_decode(f, torch.tensor([4, 1]), net)
-    with pytest.raises(ValueError, match="f_lengths must be"):
+    with pytest.raises(TypeError, match="f_lengths has dtype"):
         rnnt_greedy_decode(f, torch.tensor([1.0, 1.0]), net)
+    with pytest.raises(ValueError, match="f_lengths must have shape"):
+        rnnt_greedy_decode(f, torch.tensor([1, 1, 1]), net)
     with pytest.raises(ValueError, match="must match"):
         rnnt_greedy_decode(torch.zeros(2, 3, 7), torch.tensor([1, 1]), net)
-    with pytest.raises(TypeError, match="embedding is"):
+    with pytest.raises(TypeError, match="embedding has dtype"):
         rnnt_greedy_decode(f.double(), torch.tensor([1, 1]), net)
+    with pytest.raises(TypeError, match="blank must be an int"):
+        rnnt_greedy_decode(f, torch.tensor([1, 1]), net, blank=1.5)
+    meta = PredictionNet(net.embedding, net.lstm, net.pred_weight, net.pred_bias,
+                         net.joint_weight.to("meta"), net.joint_bias)
+    with pytest.raises(ValueError, match="joint_weight is on the meta device"):
+        rnnt_greedy_decode(f, torch.tensor([1, 1]), meta)
     with pytest.raises(ValueError, match="blank=12"):
         rnnt_greedy_decode(f, torch.tensor([1, 1]), net, blank=12)
     with pytest.raises(ValueError, match="max_symbols_per_step"):

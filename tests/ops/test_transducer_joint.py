@@ -99,14 +99,22 @@ def test_bad_input():
     g = torch.zeros(2, 3, 3)
     t_lens = torch.tensor([4, 2])
     u_lens = torch.tensor([2, 1])
-    with pytest.raises(ValueError, match="logit_lengths"):
+    with pytest.raises(ValueError, match="f_lengths"):
         transducer_joint(f, g, torch.tensor([5, 2]), u_lens)
     with pytest.raises(ValueError, match="targets longer"):
         transducer_joint(f, g, t_lens, torch.tensor([3, 1]))
-    with pytest.raises(TypeError, match="g is"):
+    with pytest.raises(TypeError, match="g has dtype"):
         transducer_joint(f, g.double(), t_lens, u_lens)
     with pytest.raises(ValueError, match="weight must be"):
         transducer_joint(f, g, t_lens, u_lens, torch.zeros(5, 4))
+    with pytest.raises(ValueError, match="packed_rows = 15 but the lengths make 16 rows"):
+        transducer_joint(f, g, t_lens, u_lens, packed_rows=15)
+    with pytest.raises(ValueError, match="bias must be"):
+        transducer_joint(f, g, t_lens, u_lens, torch.zeros(5, 3), torch.zeros(4))
+    with pytest.raises(TypeError, match="weight has dtype"):
+        transducer_joint(f, g, t_lens, u_lens, torch.zeros(5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="meta"):
+        transducer_joint(f, g, t_lens, u_lens, torch.zeros(5, 3, device="meta"))
     with pytest.raises(ValueError, match="rows but the lengths make 16"):
         rnnt_loss_packed(torch.zeros(13, 5), torch.zeros(2, 2, dtype=torch.int32), t_lens, u_lens)
     with pytest.raises(ValueError, match="batch_offsets"):

@@ -156,19 +156,22 @@ def test_bfloat16_close_to_float64(rng_seed):
 
 @pytest.mark.parametrize("mutate,exc,match", [
     (lambda a: a.update(f=a["f"][0]), ValueError, "f must be"),
-    (lambda a: a.update(g=a["g"][:, :, :4]), ValueError, "shapes do not match"),
+    (lambda a: a.update(g=a["g"][:, :, :4]), ValueError, r"g \(2, 4, 4\) do not match"),
     (lambda a: a.update(weight=a["weight"].float()), TypeError, "weight has dtype"),
     (lambda a: a.update(bias=a["bias"][:3]), ValueError, "bias must be"),
     (lambda a: a.update(f=a["f"].int()), TypeError, "f has dtype"),
     (lambda a: a.update(dropout=1.0), ValueError, "dropout"),
     (lambda a: a.update(activation="tanh"), ValueError, "activation"),
     (lambda a: a.update(f_lengths=torch.tensor([9, 1], dtype=torch.int32)), ValueError,
-     r"logit_lengths\[0\] = 9"),
+     r"f_lengths\[0\] = 9"),
     (lambda a: a.update(target_lengths=torch.tensor([4, 1], dtype=torch.int32)), ValueError,
      "targets longer"),
     (lambda a: a.update(blank=7), ValueError, "blank=7"),
+    (lambda a: a.update(blank=1.5), TypeError, "blank must be an int"),
+    (lambda a: a.update(weight=a["weight"].to("meta")), ValueError, "weight is on the meta"),
+    (lambda a: a.update(bias=a["bias"].float()), TypeError, "bias has dtype"),
 ], ids=["f-ndim", "hidden", "dtype-mix", "bias", "f-dtype", "dropout", "activation",
-        "T-past-tensor", "U-too-long", "blank"])
+        "T-past-tensor", "U-too-long", "blank", "blank-float", "meta-weight", "bias-dtype"])
 def test_bad_input(mutate, exc, match):
     gen = torch.Generator().manual_seed(0)
     (f, g, w, b), targets, t_lens, u_lens = make(gen, 2, 4, 3, 8, 7, [4, 2], [3, 1])
