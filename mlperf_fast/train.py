@@ -312,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
     if summary is not None:
         with open(os.path.join(output, "summary.md")) as f:
             print(f.read(), end="")
+        for i, run in enumerate(summary["runs"]):
+            for line in run["compliance"].get("explanation", []):
+                print(f"run {i}, compliance: {line}")
+            if run.get("rcp", {}).get("warning"):
+                print(f"run {i}: warning: {run['rcp']['warning']}")
         print(f"Reports in {output}")
     return 0
 
