@@ -26,6 +26,8 @@ def test_sgd_resnet50(measure, dtype):
             measure(group, impl, opt.step, role="baseline", shape=shape, bytes=floor_bytes)
             del opt
     for backend in ("native", "triton"):
-        opt = FusedSGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD, backend=backend)
+        # bf16 parameters keep fp32 master weights, as the mixed-precision step that is timed
+        opt = FusedSGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD, backend=backend,
+                       master_weights=dtype != torch.float32)
         measure(group, f"mlperf_fast {backend}", opt.step, shape=shape, bytes=floor_bytes)
         del opt

@@ -142,10 +142,9 @@ def test_layer_bf16_close(rng_seed):
                         torch.zeros(20, 4), torch.zeros(20, 5, dtype=torch.float64)), TypeError, "w_hh"),
     (lambda: lstm_layer(torch.zeros(0, 2, 4), torch.zeros(2, 5), torch.zeros(2, 5),
                         torch.zeros(20, 4), torch.zeros(20, 5)), ValueError, "T >= 1"),
-    (lambda: LSTM(4, 8, bidirectional=True), ValueError, "bidirectional"),
     (lambda: LSTM(4, 8)(torch.zeros(3, 2, 5)), ValueError, "5 features"),
 ], ids=["c-shape", "not-4H", "gates-h-shape", "dtype", "w_ih-shape", "dtype-mix", "empty-T",
-        "bidirectional", "features"])
+        "features"])
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()

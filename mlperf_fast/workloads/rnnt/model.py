@@ -124,7 +124,7 @@ class RNNT(nn.Module):
             return transducer_joint_loss(
                 fe, ge.to(dt), out.weight.to(dt), None if out.bias is None else out.bias.to(dt),
                 y[:, :u], f_lens, y_lens, blank=self.blank, reduction="mean",
-                dropout=self.joint_net[1].p if self.training else 0.0)
+                dropout=self.joint_net[1].p if self.training else 0.0, out_dtype=torch.float32)
         with self._autocast(f.device):
             logits = self.joint(f[:, :t], g[:, :u + 1])
         return rnnt_loss(logits.float(), y[:, :u].int(), f_lens.int(), y_lens.int(),
