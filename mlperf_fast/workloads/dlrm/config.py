@@ -83,22 +83,26 @@ EMBEDDED_VOCAB = (20000, 400, 300, 150, 300, 3, 150, 60, 20, 20000, 5000, 2000, 
 EMBEDDED = DLRMConfig(
     name="embedded",
     division="open",
-    # The generator's Bayes AUC on its test half is 0.7828 (synth.py computes and records it in
-    # the data set's meta.json); the target is 0.005 below it, a margin the model reaches within
-    # the budget on every seed tried (the report's history shows where).
-    targets=(Metric("AUC", 0.775),),
-    schedule=Schedule(unit="epoch", every=0.05, budget=2.0),
-    global_batch_size=2048,
+    # The generator's Bayes AUC on the test half is 0.8012 (synth.py computes it and records it
+    # in the data set's meta.json). The model cannot learn the ~100k planted effects exactly
+    # from 900k rows (most ids of the Zipf tails are seen a few times): measured, it passes
+    # 0.770 between 1.5 and 1.75 epochs and levels off near 0.775 by 3 epochs. The target is
+    # 0.770, 0.031 below the Bayes AUC.
+    targets=(Metric("AUC", 0.770),),
+    schedule=Schedule(unit="epoch", every=0.05, budget=3.0),
+    global_batch_size=2048,  # 440 steps per epoch: 22 per 0.05 epoch
     embedding_dim=16,
     bottom_mlp=(64, 16),
     top_mlp=(128, 64, 1),
     table_sizes=EMBEDDED_VOCAB,
-    lr=1.0,
+    # measured on the embedded data (batch 2048): lr 4 diverges within the first epoch and 12
+    # goes non-finite; 1 and 2 learn alike, 2 slightly faster once the tables have moved
+    lr=2.0,
     warmup_steps=100,
-    decay_start_step=1200,
-    decay_steps=500,
+    decay_start_step=500,
+    decay_steps=820,  # ends at 1,320 steps = the 3-epoch budget
     eval_batch_size=16384,
-    train_samples=0,  # read from the generated files
+    train_samples=0,  # the embedded counts are read from the generated files
     eval_samples=0,
     synth_days=4,
     synth_rows_per_day=300_000,
@@ -124,7 +128,7 @@ def dlrm_lr(step: int, base_lr: float, warmup_steps: int, decay_start_step: int,
     - after the decay: its last rate.
 
     With ``decay_steps = 0`` every step after the warmup runs at ``base_lr`` (the scheduler
-    leaves the rate alone), and with ``warmup_steps = 0`` the hold does.
+    leaves the rate alone), and with ``warmup_steps`` 0 or 1 the hold does.
     """
     if step < 1:
         raise ValueError(f"step counts from 1, got {step}")
@@ -139,6 +143,6 @@ def dlrm_lr(step: int, base_lr: float, warmup_steps: int, decay_start_step: int,
     if step >= decay_start_step:
         left = (decay_steps - (step - decay_start_step)) / decay_steps
         return max(min_lr, base_lr * left ** power)
-    if warmup_steps > 0:
+    if warmup_steps > 1:
         return base_lr * (1.0 - 1.0 / warmup_steps)
-    return base_lr
+    return base_lr  # no warmup rate to hold (where the reference would fail on a missing last_lr)
