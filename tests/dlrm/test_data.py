@@ -16,7 +16,7 @@ from mlperf_fast.workloads.dlrm.data import CriteoBinary, check_dataset, read_co
 
 def oracle(day_files, cap):
     """The reference's rules, one line at a time, in plain Python."""
-    rows_per_day, seen = [], [dict() for _ in range(26)]
+    rows_per_day, seen = [], [{} for _ in range(26)]
     parsed = []
     for path in day_files:
         n = 0

@@ -3,9 +3,9 @@ SGD step (fused table update against the reference's sparse SGD with coalesced g
 with duplicate ids in a batch; and the fused Linear+ReLU against F.relu(F.linear)."""
 import pytest
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
-from mlperf_fast.workloads.dlrm.model import DLRM, DLRMLoss, MLP
+from mlperf_fast.workloads.dlrm.model import DLRM, MLP, DLRMLoss
 from mlperf_fast.workloads.dlrm.reference import ReferenceDLRM, reference_inputs, reference_step
 
 SIZES = [7, 1, 30, 4, 100, 2]  # tiny tables: many duplicate ids per batch

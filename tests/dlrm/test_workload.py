@@ -39,7 +39,8 @@ def test_reaches_target_with_compliant_log(tmp_path):
     assert run["compliance"]["passed"], run["compliance"]["messages"]
     assert run["hyperparameters"]["train_samples"] == 8192
     assert run["hyperparameters"]["eval_samples"] == 4096
-    log = open(os.path.join(tmp_path, "out", "run_0", "mlperf.log")).read()
+    with open(os.path.join(tmp_path, "out", "run_0", "mlperf.log")) as f:
+        log = f.read()
     assert log.count('"key": "weights_initialization"') == 1 + 2 + 2
 
 
@@ -78,7 +79,8 @@ def test_closed_keys_are_the_rules():
 
     path = os.path.join(os.path.dirname(mlperf_logging.__file__), "compliance_checker",
                         "training_2.1.0", "closed_dlrm.yaml")
-    rules = yaml.safe_load(open(path))
+    with open(path) as f:
+        rules = yaml.safe_load(f)
     required = {r["KEY"]["NAME"] for r in rules if "KEY" in r} - {"eval_accuracy",
                                                                    "weights_initialization"}
     ctx = RunContext(seed=1, device=torch.device("cpu"))
@@ -87,7 +89,7 @@ def test_closed_keys_are_the_rules():
     hp = w.hyperparameters()
     assert required <= set(hp), required - set(hp)
     assert hp["sgd_opt_learning_rate_decay_poly_power"] == 2
-    end = [r["END"]["CHECK"] for r in rules if "END" in r][0]
+    end = next(r["END"]["CHECK"] for r in rules if "END" in r)
     want = eval(end.split("==")[1].strip().replace("sorted(", "(", 1)[1:-1])  # the listed names
     assert sorted(weights_initialization_tensors(CLOSED)) == sorted(want)
 

@@ -8,10 +8,11 @@ sigmoid's rounding at the extremes).
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 from torch import nn
 
 from mlperf_fast.nn import TableBatchedEmbeddingBag
@@ -52,7 +53,7 @@ class MLP(nn.Module):
 
     def __init__(self, widths: Sequence[int], logits: bool) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(n, m) for n, m in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(n, m) for n, m in itertools.pairwise(widths))
         self.logits = logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ the number of rows, so the 4.2e9 rows of Criteo 1TB stream through as the embedd
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -51,11 +52,7 @@ def _blocks(path: str, block_bytes: int) -> Iterator[tuple[bytes, int]]:
     line (from 1). A last line without its newline gets one."""
     line = 1
     rest = b""
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise DataError(f"{path} cannot be read ({e})") from e
-    with f:
+    with _open_day(path) as f:
         while True:
             data = f.read(block_bytes)
             if not data:
@@ -70,6 +67,13 @@ def _blocks(path: str, block_bytes: int) -> Iterator[tuple[bytes, int]]:
             line += data.count(b"\n", 0, cut)
     if rest:
         yield rest + b"\n", line
+
+
+def _open_day(path: str):
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise DataError(f"{path} cannot be read ({e})") from e
 
 
 def _field_chars(a: np.ndarray, starts: np.ndarray, lens: np.ndarray, width: int):
@@ -236,8 +240,8 @@ def preprocess(days: Sequence[str], out_dir: str, *, max_ind_range: int = 40_000
         log(f"preprocess: pass 1, {path}: {n} rows")
     test_rows = math.ceil(rows[-1] / 2)  # numpy_to_binary's midpoint
     names = {s: os.path.join(out_dir, f"{prefix}_{s}.bin") for s in ("train", "test", "val")}
-    outs = {s: open(p, "wb") for s, p in names.items()}
-    try:
+    with contextlib.ExitStack() as stack:
+        outs = {s: stack.enter_context(open(p, "wb")) for s, p in names.items()}
         for i, path in enumerate(days):
             written = 0
             for labels, dense, cats in parse_file(path, max_ind_range, block_bytes):
@@ -254,9 +258,6 @@ def preprocess(days: Sequence[str], out_dir: str, *, max_ind_range: int = 40_000
                     outs["val"].write(block[cut:].tobytes())
                 written += block.shape[0]
             log(f"preprocess: pass 2, {path}: {written} rows written")
-    finally:
-        for f in outs.values():
-            f.close()
     counts = np.array([v.count for v in vocab], dtype=np.int32)
     np.savez(os.path.join(out_dir, COUNTS_FILE), counts=counts)
     return {"counts": counts.tolist(), "train_samples": int(sum(rows[:-1])),

@@ -11,6 +11,7 @@ generator rather than numpy's).
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -33,10 +34,10 @@ def init_table_(weight: torch.Tensor, generator: torch.Generator | None = None) 
         weight.uniform_(-bound, bound, generator=generator)
 
 
-def mlp(widths: Sequence[int], sigmoid_last: bool) -> nn.Sequential:
+def mlp(widths: Sequence[int], sigmoid_last: bool, device=None) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (n, m) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(n, m, bias=True))
+    for i, (n, m) in enumerate(itertools.pairwise(widths)):
+        layers.append(nn.Linear(n, m, bias=True, device=device))
         last = i == len(widths) - 2
         layers.append(nn.Sigmoid() if last and sigmoid_last else nn.ReLU())
     return nn.Sequential(*layers)
@@ -52,14 +53,16 @@ class ReferenceDLRM(nn.Module):
     probabilities [B, 1], the reference's calling convention (``lS_o``, ``lS_i``)."""
 
     def __init__(self, table_sizes: Sequence[int], dim: int, bottom: Sequence[int],
-                 top: Sequence[int], generator: torch.Generator | None = None) -> None:
+                 top: Sequence[int], generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> None:
         super().__init__()
         if bottom[-1] != dim:
             raise ValueError(f"the bottom MLP must end at the embedding dim {dim}, got {bottom}")
-        self.emb_l = nn.ModuleList(nn.EmbeddingBag(n, dim, mode="sum", sparse=True)
+        self.emb_l = nn.ModuleList(nn.EmbeddingBag(n, dim, mode="sum", sparse=True, device=device)
                                    for n in table_sizes)
-        self.bot_l = mlp([NUM_DENSE, *bottom], sigmoid_last=False)
-        self.top_l = mlp([interaction_width(len(table_sizes), dim), *top], sigmoid_last=True)
+        self.bot_l = mlp([NUM_DENSE, *bottom], sigmoid_last=False, device=device)
+        self.top_l = mlp([interaction_width(len(table_sizes), dim), *top], sigmoid_last=True,
+                         device=device)
         for e in self.emb_l:
             init_table_(e.weight, generator)
         for layer in [*self.bot_l, *self.top_l]:

@@ -91,14 +91,11 @@ class DLRMWorkload(Workload):
     def build(self) -> None:
         cfg, ctx = self.config, self.ctx
         self.train_data, self.test_data, counts = self._splits()
-        generator = torch.Generator().manual_seed(ctx.seed)
-        # tables initialised on the host from the seeded generator, then moved: the same
-        # weights on every device
-        model = DLRM(counts, cfg.embedding_dim, cfg.bottom_mlp, cfg.top_mlp, fused_sgd=True,
-                     lr=dlrm_lr(1, cfg.lr, cfg.warmup_steps, cfg.decay_start_step,
-                                cfg.decay_steps, cfg.decay_power),
-                     generator=generator)
-        self.model = model.to(ctx.device)
+        # built and initialised on the device itself: the closed tables (96 GB) never pass
+        # through host memory
+        generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
+        self.model = DLRM(counts, cfg.embedding_dim, cfg.bottom_mlp, cfg.top_mlp, fused_sgd=True,
+                          lr=self._lr(1), generator=generator, device=ctx.device)
         self.optimizer = torch.optim.SGD(self.model.dense_parameters(), lr=self.model.embedding.lr)
         self.trainer = TrainStep(DLRMLoss(self.model), self.optimizer,
                                  params=self.model.dense_parameters(), skip_nonfinite=False)
