@@ -64,6 +64,35 @@ def collect() -> dict[str, str]:
     return info
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device=None) -> dict:
+    """What a run's report records of the machine: CPU model, cores, GPU and the load average
+    at the start (a loaded machine explains a slow run)."""
+    import os
+
+    import torch
+
+    info = {"cpu": _cpu_model(), "cores": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    if torch.cuda.is_available():
+        index = device.index if device is not None and device.type == "cuda" and \
+            device.index is not None else 0
+        info["gpu"] = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(index)}"
+    else:
+        info["gpu"] = "none"
+    return info
+
+
 def main() -> None:
     info = collect()
     width = max(map(len, info))

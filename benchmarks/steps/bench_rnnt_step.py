@@ -4,8 +4,11 @@ MLCommons reference model in float32 (its training default, AMP off) takes them 
 does, 8 accumulated micro-batches of 16 (GRAD_ACCUMULATION_STEPS 8); mlperf_fast's model (bf16
 autocast, the fused joint + loss, FusedLAMB) as one batch of 128, which gives the same gradient
 (the loss is a mean over utterances and nothing in the model couples them), and, for a like for
-like reading, as 8 micro-batches of 16 too. Rows report the time of one optimizer step; the
-shape column gives utterances per second.
+like reading, as 8 micro-batches of 16 too; and the reference as a user of a large GPU runs it,
+under bf16 autocast in one batch of 128 (the like-for-like peer: torchaudio's loss takes float
+logits, so they are cast). Our step is the training step of the harness (harness/step.py, with its
+one read of the non-finite flag per step). Rows report the time of one optimizer step; the shape
+column gives utterances per second.
 
 Utterances: 12.3 s each (LibriSpeech's mean training utterance) = 410 frames after stacking by
 3, 60 sentencepiece targets. Floor: the step's matrix FLOPs (LSTM gates, joint network; forward +
@@ -17,9 +20,12 @@ import pytest
 import torch
 from rnnt_closed_batch import T, U, V, synthetic_batch
 
-from mlperf_fast.rnnt import ops, reference
-from mlperf_fast.rnnt.config import CLOSED
-from mlperf_fast.rnnt.model import RNNT
+from mlperf_fast.harness.step import TrainStep
+from mlperf_fast.optim import FusedLAMB
+from mlperf_fast.workloads.rnnt import reference
+from mlperf_fast.workloads.rnnt.config import CLOSED
+from mlperf_fast.workloads.rnnt.model import RNNT
+from mlperf_fast.workloads.rnnt.workload import TrainingLoss
 
 B = 128
 MICRO = 16  # the reference's forward batch
@@ -45,7 +51,7 @@ def _reference_loss():
 
         return rnnt_loss, "torchaudio rnnt_loss"
     except ImportError:
-        return ops.rnnt_loss_torch, "plain PyTorch rnnt_loss"
+        return reference.transducer_loss, "plain PyTorch rnnt_loss"
 
 
 def _micro_batches(inputs, micro: int):
@@ -61,38 +67,39 @@ def test_rnnt_training_step(measure):
     ref = reference.RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
     ours = RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
     ours.load_state_dict(ref.state_dict())
-    ref_opt = ops.make_lamb(ref.parameters(), CLOSED.optim, ops.Lamb)
-    our_opt = ops.make_lamb(ours.parameters(), CLOSED.optim)
+    ref_opt = reference.ReferenceLAMB(ref.parameters(), **CLOSED.optim.lamb_kwargs())
+    our_opt = FusedLAMB(ours.parameters(), **CLOSED.optim.lamb_kwargs())
+    trainer = TrainStep(TrainingLoss(ours), our_opt)
     loss_fn, loss_name = _reference_loss()
-    ref_micro = _micro_batches(inputs, MICRO)
 
-    def ref_step():
-        ref_opt.zero_grad(set_to_none=True)
-        for x, x_lens, y, y_lens in ref_micro:
-            logits, f_lens = ref(x, x_lens, y, y_lens)
-            loss = loss_fn(logits.float(), y, f_lens.int(), y_lens, blank=V - 1,
-                           reduction="mean")
-            (loss / len(ref_micro)).backward()
-        ref_opt.step()
-
-    def our_step(micro: int):
+    def ref_step(micro: int, amp: bool):
         batches = _micro_batches(inputs, micro)
 
         def step():
-            our_opt.zero_grad(set_to_none=True)
+            ref_opt.zero_grad(set_to_none=True)
             for x, x_lens, y, y_lens in batches:
-                (ours.loss(x, x_lens, y, y_lens) / len(batches)).backward()
-            our_opt.step()
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    logits, f_lens = ref(x, x_lens, y, y_lens)
+                loss = loss_fn(logits.float(), y, f_lens.int(), y_lens, blank=V - 1,
+                               reduction="mean")
+                (loss / len(batches)).backward()
+            ref_opt.step()
         return step
+
+    def our_step(micro: int):
+        batches = _micro_batches(inputs, micro)
+        return lambda: trainer.step(batches, len(batches))
 
     group = "RNN-T training step, closed sizes, 128 utterances per GPU"
     flops = _step_flops()
 
     def shape(split: str) -> str:
         return f"B={B} ({split}) T={T} U={U} V={V}"
-    measure(group, f"reference fp32 + {loss_name}, 8 x 16 accumulated", ref_step,
+    measure(group, f"reference fp32 + {loss_name}, 8 x 16 accumulated", ref_step(MICRO, False),
             role="baseline", shape=shape("8 x 16"), flops=flops, warmup=1, repeat=5)
-    measure(group, f"mlperf_fast bf16 + {ops.lamb_name()}, 8 x 16 accumulated", our_step(MICRO),
+    measure(group, f"reference bf16 autocast + {loss_name}, one batch of 128", ref_step(B, True),
+            role="baseline", shape=shape("1 x 128"), flops=flops, warmup=1, repeat=5)
+    measure(group, "mlperf_fast bf16 + FusedLAMB, 8 x 16 accumulated", our_step(MICRO),
             shape=shape("8 x 16"), flops=flops, warmup=1, repeat=5)
-    measure(group, f"mlperf_fast bf16 + {ops.lamb_name()}, one batch of 128", our_step(B),
+    measure(group, "mlperf_fast bf16 + FusedLAMB, one batch of 128", our_step(B),
             shape=shape("1 x 128"), flops=flops, warmup=1, repeat=5)

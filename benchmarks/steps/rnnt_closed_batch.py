@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from mlperf_fast.rnnt.config import CLOSED
+from mlperf_fast.workloads.rnnt.config import CLOSED
 
 T, U = 410, 60
 V = CLOSED.data.vocab_size + 1  # the pieces and the blank

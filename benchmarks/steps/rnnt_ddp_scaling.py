@@ -19,10 +19,11 @@ import torch.distributed as dist
 from rnnt_closed_batch import V, synthetic_batch
 
 from mlperf_fast.harness import distributed
-from mlperf_fast.rnnt import ops
-from mlperf_fast.rnnt.config import CLOSED
-from mlperf_fast.rnnt.model import RNNT
-from mlperf_fast.rnnt.train import TrainingLoss
+from mlperf_fast.harness.step import TrainStep
+from mlperf_fast.optim import FusedLAMB
+from mlperf_fast.workloads.rnnt.config import CLOSED
+from mlperf_fast.workloads.rnnt.model import RNNT
+from mlperf_fast.workloads.rnnt.workload import TrainingLoss
 
 
 def main() -> None:
@@ -37,13 +38,12 @@ def main() -> None:
     step_model = TrainingLoss(model)
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(step_model, device_ids=[dev.index])
-    opt = ops.make_lamb(model.parameters(), CLOSED.optim)
-    x, x_lens, y, y_lens = synthetic_batch(args.batch, dev, seed=1 + rank)
+    opt = FusedLAMB(model.parameters(), **CLOSED.optim.lamb_kwargs())
+    trainer = TrainStep(step_model, opt, params=list(model.parameters()))
+    batch = synthetic_batch(args.batch, dev, seed=1 + rank)
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        step_model(x, x_lens, y, y_lens).backward()
-        opt.step()
+        trainer.step([batch], 1)
 
     for _ in range(2):
         step()

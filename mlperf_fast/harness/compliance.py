@@ -102,3 +102,37 @@ def check_log(path: str, benchmark: str) -> Verdict:
             passed = False
             capture.lines.append(f"compliance checker failed: {type(e).__name__}: {e}")
     return Verdict(bool(passed), ruleset, rules, "\n".join(capture.lines).strip())
+
+
+def explain(verdict: dict, metrics, history: list[dict]) -> list[str]:
+    """A failed verdict in words: what each failed check of the checker's output asks for and,
+    for the quality checks, what the run reached. Empty when the log passed."""
+    if verdict.get("passed"):
+        return []
+    lines = []
+    for raw in verdict.get("messages", "").splitlines():
+        raw = raw.strip()
+        if not raw:
+            continue
+        if raw.startswith("Failed checks for eval_accuracy") or "ATLEAST_ONE_CHECK" in raw:
+            reached = ", ".join(
+                f"{m.name} {best:.4g}" for m in metrics
+                for best in [_best(m, history)] if best is not None) or "no evaluation"
+            lines.append(f"the rules ask for at least one evaluation meeting {raw.split(':', 1)[-1].strip()}; "
+                         f"this run's best was {reached} (train longer, or to the target)")
+        elif "Required" in raw and "occurrence" in raw or "missing" in raw.lower():
+            lines.append(f"a key the rules require is missing or repeated: {raw}")
+        elif raw.startswith("Failed checks for"):
+            key, _, check = raw[len("Failed checks for"):].partition(":")
+            lines.append(f"the value logged for {key.strip()} breaks the rule {check.strip()}")
+        else:
+            lines.append(raw)
+    return lines or ["the checker failed without a message (see mlperf.log)"]
+
+
+def _best(metric, history: list[dict]):
+    values = [h["quality"].get(metric.name) for h in history if h.get("quality")]
+    values = [v for v in values if v is not None and v == v]
+    if not values:
+        return None
+    return max(values) if metric.higher_is_better else min(values)

@@ -5,20 +5,35 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from mlperf_fast.harness import checkpoint, distributed
-from mlperf_fast.harness.compliance import check_log
+from mlperf_fast.harness.compliance import check_log, explain
+from mlperf_fast.harness.overrides import apply_overrides
+from mlperf_fast.harness.rcp import rcp_match
+from mlperf_fast.harness.steplog import StepLog
 from mlperf_fast.harness.mllog import C, MLLog, now_ms
 from mlperf_fast.harness.progress import Progress
 from mlperf_fast.harness.report import RunResult, write_run_report, write_summary
 from mlperf_fast.harness.seeding import rng_state, run_seeds, seed_everything, set_rng_state
-from mlperf_fast.harness.workload import RunContext, Workload, tidy, metric_values
+from mlperf_fast.harness.workload import (DryRunComplete, RunContext, Workload, metric_values,
+                                          tidy)
+from mlperf_fast.info import machine_info
 
 SUBMISSION_ORG = "mlperf_fast"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The MLPerf log's submission_* values; None takes the default (org mlperf_fast, the
+    platform found, status research)."""
+
+    org: str | None = None
+    platform: str | None = None
+    status: str | None = None
 
 
 @dataclass
@@ -37,6 +52,36 @@ class RunOptions:
     checkpoint_every: int = 1  # blocks between checkpoints; 0 disables them
     echo_log: bool = True
     progress: bool = True
+    overrides: list[str] = field(default_factory=list)  # --set KEY=VALUE, applied in order
+    dry_run_steps: int | None = None  # stop after this many training steps
+    submission: Submission = field(default_factory=Submission)
+
+
+def check_resumable(output_dir: str) -> str | None:
+    """What stands in the way of resuming the runs in ``output_dir``, or None."""
+    runs = sorted(d for d in os.listdir(output_dir) if d.startswith("run_"))
+    if not runs:
+        return f"{output_dir} holds no runs (run_0, ...) to continue"
+    for d in runs:
+        out = os.path.join(output_dir, d)
+        report = os.path.join(out, "report.json")
+        if os.path.exists(report):
+            try:
+                _load_result(report)
+            except (ValueError, TypeError, KeyError, OSError) as e:
+                return f"{report} is not a run report ({type(e).__name__}: {e})"
+            continue
+        ckpt = os.path.join(out, "checkpoint.pt")
+        if os.path.exists(ckpt):
+            try:
+                state = checkpoint.load(ckpt)
+            except checkpoint.CheckpointError as e:
+                return str(e)
+            log = os.path.join(out, "mlperf.log")
+            if not os.path.exists(log) or os.path.getsize(log) < state.get("log_offset", 0):
+                return (f"{log} is missing or shorter than when {ckpt} was written: the MLPerf "
+                        "log cannot be continued")
+    return None
 
 
 def run_dir(options: RunOptions, index: int) -> str:
@@ -72,7 +117,10 @@ def _load_result(path: str) -> RunResult:
     import json
 
     with open(path) as f:
-        return RunResult(**json.load(f))
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return RunResult(**data)
 
 
 def _platform_name(device: torch.device, world_size: int) -> str:
@@ -89,7 +137,7 @@ def _block_metadata(unit: str, start: float, stop: float) -> dict[str, Any]:
 
 
 def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext) -> RunResult:
-    config = workload_cls.configs()[options.config]
+    config, overrides = apply_overrides(workload_cls.configs()[options.config], options.overrides)
     is_rank0 = ctx.rank == 0
     out = ctx.output_dir
     if is_rank0:
@@ -109,15 +157,20 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
     progress = Progress(budget, f"{workload.benchmark} ({options.config})", unit=schedule.unit,
                         enabled=options.progress and is_rank0)
     ctx.progress = progress
-    ctx.say = progress.write
+    ctx.say = progress.write if options.progress else (lambda message: None)
+    steps = StepLog(os.path.join(out, "steps.jsonl") if is_rank0 else None, run_start=None,
+                    resume=state is not None, dry_run_steps=options.dry_run_steps)
+    ctx.steps = steps
+    machine = machine_info(ctx.device)
+    sub = options.submission
 
     if state is None:
         log.event(C.CACHE_CLEAR, True)
         log.start(C.INIT_START)
-        log.event(C.SUBMISSION_ORG, SUBMISSION_ORG)
-        log.event(C.SUBMISSION_PLATFORM, _platform_name(ctx.device, ctx.world_size))
+        log.event(C.SUBMISSION_ORG, sub.org or SUBMISSION_ORG)
+        log.event(C.SUBMISSION_PLATFORM, sub.platform or _platform_name(ctx.device, ctx.world_size))
         log.event(C.SUBMISSION_DIVISION, workload.division)
-        log.event(C.SUBMISSION_STATUS, "research")
+        log.event(C.SUBMISSION_STATUS, sub.status or "research")
         log.event(C.SUBMISSION_BENCHMARK, workload.benchmark)
         log.event(C.SEED, ctx.seed)
     hyperparameters = workload.hyperparameters()
@@ -132,6 +185,9 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         run_start = now_ms()
         log.start(C.RUN_START, time_ms=run_start)
         done_progress, history = 0, []
+        rcp = rcp_match(workload.benchmark, workload.division, hyperparameters)
+        if rcp.get("warning"):
+            ctx.log(f"warning: {rcp['warning']}")
     else:
         if state["benchmark"] != workload.benchmark or state["seed"] != ctx.seed:
             raise checkpoint.CheckpointError(
@@ -144,6 +200,8 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         workload.load_state_dict(state["workload"])
         set_rng_state(state["rng"][ctx.rank])
         run_start, done_progress, history = state["run_start_ms"], state["progress"], state["history"]
+        rcp = rcp_match(workload.benchmark, workload.division, hyperparameters)
+    steps.run_start_ms = run_start
 
     status = "aborted"
     quality: dict[str, float] | None = history[-1]["quality"] if history else None
@@ -159,11 +217,13 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
                 for e in range(int(start), int(point)):
                     log.start(C.EPOCH_START, metadata={"epoch_num": e + 1})
                     workload.train(e, e + 1)
+                    steps.flush()
                     log.end(C.EPOCH_STOP, metadata={"epoch_num": e + 1})
                     progress.advance_to(e + 1)
                 reached = point
             else:
                 reached = workload.train(start, point)
+                steps.flush()
                 reached = point if reached is None else tidy(reached)
                 progress.advance_to(reached)
             done_progress = reached
@@ -189,14 +249,24 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
                 break
         if status != "converged":
             status = "not converged"
+    except DryRunComplete:
+        status = "dry run"
     finally:
+        steps.close()
         progress.close()
         run_stop = now_ms()
         log.end(C.RUN_STOP, metadata={"status": C.SUCCESS if status == "converged" else C.ABORTED},
                 time_ms=run_stop)
         log.close()
 
-    verdict = check_log(log.path, workload.benchmark).to_dict() if is_rank0 else {}
+    if not is_rank0:
+        verdict = {}
+    elif status == "dry run":
+        verdict = {"passed": False, "ruleset": None, "rules": None, "messages": "",
+                   "explanation": ["a dry run stops after a few steps: its log is not checked"]}
+    else:
+        verdict = check_log(log.path, workload.benchmark).to_dict()
+        verdict["explanation"] = explain(verdict, metrics, history)
     from mlperf_fast.info import collect
 
     result = RunResult(
@@ -209,7 +279,8 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         final_quality=quality, history=history, world_size=ctx.world_size,
         device=_platform_name(ctx.device, ctx.world_size),
         resumed=state is not None, compliance=verdict,
-        hyperparameters=dict(hyperparameters),
+        hyperparameters=dict(hyperparameters), overrides=overrides, rcp=rcp,
+        machine=machine, steps=steps.count,
         environment=collect() if is_rank0 else {}, output_dir=out,
     )
     if is_rank0:

@@ -29,6 +29,10 @@ class RunResult:
     resumed: bool
     compliance: dict[str, Any]
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set KEY=VALUE, as applied
+    rcp: dict[str, Any] = field(default_factory=dict)  # the matching RCP, or a warning
+    machine: dict[str, Any] = field(default_factory=dict)  # CPU, cores, GPU, load at the start
+    steps: int = 0  # training steps of this process (of this session, when resumed)
     environment: dict[str, str] = field(default_factory=dict)
     output_dir: str = ""
 
@@ -48,6 +52,14 @@ class RunResult:
 
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}g}"
+
+
+def _machine_text(m: dict[str, Any]) -> str:
+    if not m:
+        return "—"
+    load = m.get("load_average")
+    return (f"{m.get('cpu', '?')} ({m.get('cores', '?')} cores), GPU {m.get('gpu', 'none')}"
+            + (f", load average {load[0]:.2f} at the start" if load else ""))
 
 
 def _units(n: float, unit: str) -> str:
@@ -71,6 +83,13 @@ def write_run_report(result: RunResult, out_dir: str) -> None:
         + (" (resumed from a checkpoint)" if result.resumed else ""),
         f"- MLPerf compliance ({result.compliance.get('ruleset')}, "
         f"{result.compliance.get('rules')} rules): {verdict}",
+        *[f"  - {line}" for line in result.compliance.get("explanation", [])],
+        f"- machine: {_machine_text(result.machine)}",
+        *([f"- overrides: " + ", ".join(f"{k}={v!r}" for k, v in result.overrides.items())]
+          if result.overrides else []),
+        *([f"- reference convergence point: {result.rcp['name']}"] if result.rcp.get("name")
+          else []),
+        *([f"- warning: {result.rcp['warning']}"] if result.rcp.get("warning") else []),
         "",
         f"| {result.unit} | time (s) | " + " | ".join(names) + " |",
         "|---:|---:|" + "---:|" * len(names),
@@ -102,7 +121,8 @@ def _plot(result: RunResult, path: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(f"{result.benchmark} ({result.config}), seed {result.seed}: {result.status}\n"
-                 f"{result.world_size} x {result.device}", fontsize=10)
+                 f"{result.world_size} x {result.device}; {_machine_text(result.machine)}",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -34,6 +34,10 @@ class DataError(Exception):
     """A data set that is missing, incomplete or corrupt. The message names the file or folder."""
 
 
+class DryRunComplete(Exception):
+    """Raised through the workload's training loop when a dry run has run its steps."""
+
+
 @dataclass(frozen=True)
 class Metric:
     """A named quality with its target. ``log_key``: the key under which MLPerf's eval_accuracy
@@ -138,6 +142,8 @@ class RunContext:
     progress: Any = field(default=None, repr=False)
     #: Where the workload's status lines go (the progress bar's writer): say("...").
     say: Any = field(default=None, repr=False)
+    #: The per-step log (harness/steplog.py), fed by ``report_step``.
+    steps: Any = field(default=None, repr=False)
 
     @property
     def distributed(self) -> bool:
@@ -151,11 +157,15 @@ class RunContext:
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
     def report_step(self, samples: int, loss: torch.Tensor | float | None = None,
-                    at: float | None = None) -> None:
-        """After each training step: the samples it trained (global), its loss, and, where the
-        workload knows it, the run's progress now in the schedule's unit (moves the bar)."""
+                    at: float | None = None, **extra: float) -> None:
+        """After each training step: the samples it trained (global), its loss, where the
+        workload knows it the run's progress now in the schedule's unit (moves the bar), and
+        any other values for the per-step log (``lr=``, ``input_wait_s=``). A dry run ends
+        here, by DryRunComplete, once it has run its steps."""
         if self.progress is not None:
             self.progress.step(samples, loss, at)
+        if self.steps is not None:
+            self.steps.record(samples, loss, at, extra)
 
     def log(self, message: str) -> None:
         """A status line (rank 0 only), through the progress display's writer."""
@@ -184,6 +194,10 @@ class Workload(abc.ABC):
     benchmark: ClassVar[str]
     #: One line for ``--list``.
     description: ClassVar[str] = ""
+    #: The modules the benchmark needs beyond the base install, and the extra that installs
+    #: them (``pip install mlperf-fast[<extra>]``): checked before the run starts.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
 
     def __init__(self, config: WorkloadConfig, ctx: RunContext) -> None:
         self.config = config
@@ -199,6 +213,21 @@ class Workload(abc.ABC):
     def default_config(cls, data_dir: str | None) -> str:
         """The configuration used when none is named: the embedded one without a data dir."""
         return "embedded" if data_dir is None else "closed"
+
+    @classmethod
+    def missing_modules(cls) -> list[str]:
+        """Those of ``requires`` that cannot be imported here."""
+        import importlib.util
+
+        missing = []
+        for name in cls.requires:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(name)
+        return missing
 
     @classmethod
     def check_data(cls, config: WorkloadConfig, data_dir: str | None) -> None:

@@ -124,8 +124,8 @@ def test_two_gloo_processes_keep_identical_weights(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "TOY_SAVE_WEIGHTS": "1", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    w0 = torch.load(out / "run_0" / "weights_rank0.pt")
-    w1 = torch.load(out / "run_0" / "weights_rank1.pt")
+    w0 = torch.load(out / "run_0" / "weights_rank0.pt")["model"]
+    w1 = torch.load(out / "run_0" / "weights_rank1.pt")["model"]
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
     report = json.loads((out / "run_0" / "report.json").read_text())

@@ -5,7 +5,8 @@ Data: ``train.npz`` and ``eval.npz`` (arrays ``x`` float32 (N, 16), ``y`` int64 
 dir, or the same arrays generated in memory from a fixed seed when there is none.
 
 Environment hooks for the tests: TOY_KILL_AT_EPOCH=k kills the process with SIGKILL when epoch k
-begins; TOY_SAVE_WEIGHTS=1 saves each rank's weights after every epoch to <output>/weights_rank<r>.pt.
+begins; TOY_SAVE_WEIGHTS=1 saves each rank's weights and step counts after every block to
+<output>/weights_rank<r>.pt.
 """
 from __future__ import annotations
 
@@ -46,6 +47,20 @@ CONFIGS = {
     # never converges: for runs that must go the whole budget (resume, scoring)
     "unreachable": ToyConfig(name="unreachable", targets=(Metric("accuracy", 1.01),),
                              schedule=Schedule(budget=5)),
+    # the frame's schedules: progress in samples; evaluations every quarter epoch; evaluations
+    # only from epoch 4 on; two targets that must both hold
+    "samples": ToyConfig(name="samples", schedule=Schedule(unit="sample", every=1000,
+                                                           budget=80_000)),
+    "fractional": ToyConfig(name="fractional", schedule=Schedule(every=0.25, budget=20)),
+    "late": ToyConfig(name="late", schedule=Schedule(every=1, first=4, budget=20)),
+    "two_targets": ToyConfig(name="two_targets", targets=(
+        Metric("accuracy", 0.9, log_key="ACC"),
+        Metric("loss", 0.1, higher_is_better=False, log_key="LOSS"))),
+    # a non-finite loss on rank 1 at the 10th step, and the same run without that step
+    "nan_rank1_step10": ToyConfig(name="nan_rank1_step10", targets=(Metric("accuracy", 1.01),),
+                                  schedule=Schedule(budget=1), nan_at=(1, 10)),
+    "skip_step10": ToyConfig(name="skip_step10", targets=(Metric("accuracy", 1.01),),
+                             schedule=Schedule(budget=1), skip_step=10),
 }
 
 
@@ -122,31 +137,50 @@ class ToyWorkload(Workload):
         self.trainer = TrainStep(_Loss(self.ddp), self.opt, params=list(self.model.parameters()))
         self.batches_seen = 0
 
-    def train(self, start: float, stop: float) -> None:
-        epoch = int(start)
+    def _steps_per_epoch(self) -> int:
+        return self.config.train_samples // self.config.global_batch_size
+
+    def _step_index(self, progress: float) -> int:
+        """The global step at which ``progress`` (in the schedule's unit) is reached."""
+        unit, gbs = self.config.schedule.unit, self.config.global_batch_size
+        if unit == "epoch":
+            return round(progress * self._steps_per_epoch())
+        if unit == "sample":
+            return -(-int(progress) // gbs)
+        return int(progress)  # iterations are steps
+
+    def train(self, start: float, stop: float) -> float | None:
         kill_at = os.environ.get("TOY_KILL_AT_EPOCH")
-        if kill_at is not None and int(kill_at) == epoch:
+        if kill_at is not None and int(kill_at) == int(start):
             os.kill(os.getpid(), signal.SIGKILL)
         cfg, ctx = self.config, self.ctx
-        g = torch.Generator().manual_seed(ctx.seed * 1000 + epoch)
-        order = torch.randperm(len(self.x), generator=g).to(ctx.device)
-        gbs = cfg.global_batch_size
+        gbs, spe = cfg.global_batch_size, self._steps_per_epoch()
         per_rank = gbs // ctx.world_size
-        for start_i in range(0, len(order) - gbs + 1, gbs):
+        first, last = self._step_index(start), self._step_index(stop)
+        order, order_epoch = None, None
+        for step in range(first, last):
+            epoch, pos = divmod(step, spe)
+            if order_epoch != epoch:
+                g = torch.Generator().manual_seed(ctx.seed * 1000 + epoch)
+                order, order_epoch = torch.randperm(len(self.x), generator=g).to(ctx.device), epoch
             self.batches_seen += 1
             if cfg.skip_step == self.batches_seen:
                 continue
-            idx = order[start_i + ctx.rank * per_rank: start_i + (ctx.rank + 1) * per_rank]
+            idx = order[pos * gbs + ctx.rank * per_rank: pos * gbs + (ctx.rank + 1) * per_rank]
             poison = cfg.nan_at == (ctx.rank, self.batches_seen)
             result = self.trainer.step([(self.x[idx], self.y[idx], poison)], 1)
-            ctx.report_step(gbs, result.loss, at=epoch + (start_i + gbs) / len(order))
-        if os.environ.get("TOY_SAVE_WEIGHTS"):  # the last epoch's save is the one that stays
-            torch.save(self.model.state_dict(),
+            ctx.report_step(gbs, result.loss)
+        if os.environ.get("TOY_SAVE_WEIGHTS"):  # the last save is the one that stays
+            torch.save({"model": self.model.state_dict(), "applied": self.trainer.applied,
+                        "skipped": self.trainer.skipped},
                        os.path.join(ctx.output_dir, f"weights_rank{ctx.rank}.pt"))
+        return last * gbs if cfg.schedule.unit == "sample" else None
 
     @torch.no_grad()
-    def evaluate(self) -> float:
-        return (self.model(self.ex).argmax(1) == self.ey).float().mean().item()
+    def evaluate(self) -> dict[str, float]:
+        logits = self.model(self.ex)
+        return {"accuracy": (logits.argmax(1) == self.ey).float().mean().item(),
+                "loss": F.cross_entropy(logits, self.ey).item()}
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
@@ -169,3 +203,45 @@ class _Loss(torch.nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor, poison: bool = False) -> torch.Tensor:
         loss = F.cross_entropy(self.model(x), y)
         return loss * float("nan") if poison else loss
+
+
+class ToyNeedingAModule(ToyWorkload):
+    """The toy, needing a module that is not installed (the CLI must say which extra to install)."""
+
+    requires = ("mlperf_fast_no_such_module",)
+    extra = "toy"
+
+
+class ToyClosedSSD(ToyWorkload):
+    """The toy, trained with Adam and logging what closed_ssd.yaml (RetinaNet in the 2.1 round)
+    checks, for the submission export's test: its accuracy stands in for the mAP, and the tensors
+    it names at weights_initialization are the ones the rules list (read from the rules file)."""
+
+    benchmark = "ssd"
+
+    @classmethod
+    def configs(cls) -> dict[str, ToyConfig]:
+        return {"closed": ToyConfig(name="closed", division="closed", lr=0.01,
+                                    targets=(Metric("accuracy", 0.85),))}
+
+    @classmethod
+    def default_config(cls, data_dir: str | None) -> str:
+        return "closed"
+
+    def build(self) -> None:
+        super().build()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self.trainer = TrainStep(_Loss(self.ddp), self.opt, params=list(self.model.parameters()))
+
+    def hyperparameters(self) -> dict:
+        return {**super().hyperparameters(), "opt_name": "adam", "opt_weight_decay": 0.0,
+                "opt_learning_rate_warmup_epochs": 0, "opt_learning_rate_warmup_factor": 0}
+
+    def log_weights_initialization(self, log) -> None:
+        import re
+
+        from mlperf_fast.harness.compliance import _rules_dir
+
+        with open(os.path.join(_rules_dir(), "closed_ssd.yaml")) as f:
+            for name in re.findall(r'"(module\.[^"]+)"', f.read()):
+                log.event("weights_initialization", metadata={"tensor": name})

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlperf_fast.rnnt import features
-from mlperf_fast.rnnt.config import AugmentConfig, FeatureConfig
+from mlperf_fast.workloads.rnnt import features
+from mlperf_fast.workloads.rnnt.config import AugmentConfig, FeatureConfig
 
 CFG = FeatureConfig()
 

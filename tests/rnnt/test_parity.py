@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlperf_fast.rnnt import reference
-from mlperf_fast.rnnt.config import ModelConfig
-from mlperf_fast.rnnt.model import RNNT, GreedyDecoder
-from mlperf_fast.rnnt.ops import rnnt_loss_torch
+from mlperf_fast.workloads.rnnt import reference
+from mlperf_fast.workloads.rnnt.config import ModelConfig
+from mlperf_fast.workloads.rnnt.model import RNNT, GreedyDecoder
+from mlperf_fast.workloads.rnnt.reference import transducer_loss
 
 CFG = ModelConfig(enc_n_hid=32, enc_pre_rnn_layers=2, enc_post_rnn_layers=2, pred_n_hid=24,
                   pred_rnn_layers=2, joint_n_hid=20)
@@ -57,7 +57,7 @@ def test_loss_and_gradients_match_reference(odd_time, rng_seed):
     x, x_lens, y, y_lens = _batch(rng_seed, t=23 if odd_time else 24)
     logits, f_lens = ref(x, x_lens, y, y_lens)
     # the reference's training step: logits cut to the longest utterance, full U + 1
-    ref_loss = rnnt_loss_torch(logits[:, :int(f_lens.max())].float(), y, f_lens.int(),
+    ref_loss = transducer_loss(logits[:, :int(f_lens.max())].float(), y, f_lens.int(),
                                y_lens, blank=N_CLASSES - 1)
     ref_loss.backward()
     our_loss = ours.loss(x, x_lens, y, y_lens)
@@ -107,7 +107,7 @@ def test_cuda_loss_is_the_fused_joint_loss(rng_seed):
     ours.amp = False
     x, x_lens, y, y_lens = _batch(rng_seed, b=6, t=30, u=7)
     logits, f_lens = ref(x, x_lens, y, y_lens)
-    ref_loss = rnnt_loss_torch(logits[:, :int(f_lens.max())].float(), y, f_lens.int(), y_lens,
+    ref_loss = transducer_loss(logits[:, :int(f_lens.max())].float(), y, f_lens.int(), y_lens,
                                blank=N_CLASSES - 1)
     ref_loss.backward()
     with torch.backends.cudnn.flags(enabled=False):  # eval mode: cuDNN has no LSTM backward
@@ -126,7 +126,7 @@ def test_bf16_autocast_on_cuda_is_close_to_float32_reference(rng_seed):
     ours = ours.cuda()
     x, x_lens, y, y_lens = _batch(rng_seed, b=8, t=40, u=9)
     logits, f_lens = ref(x, x_lens, y, y_lens)
-    ref_loss = rnnt_loss_torch(logits[:, :int(f_lens.max())].float(), y, f_lens.int(), y_lens,
+    ref_loss = transducer_loss(logits[:, :int(f_lens.max())].float(), y, f_lens.int(), y_lens,
                                blank=N_CLASSES - 1)
     ref_loss.backward()
     # The models are in eval mode (no dropout) so that they can be compared; cuDNN's LSTM has no

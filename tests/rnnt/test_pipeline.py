@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from mlperf_fast.rnnt import data
-from mlperf_fast.rnnt.config import EMBEDDED, EmbeddedCorpus
-from mlperf_fast.rnnt.pipeline import TorchPipeline, dali_available, eval_batches, pad_labels
+from mlperf_fast.workloads.rnnt import data
+from mlperf_fast.workloads.rnnt.config import EMBEDDED, EmbeddedCorpus
+from mlperf_fast.data.dali import dali_available
+from mlperf_fast.data.tokenizers import train_sentencepiece
+from mlperf_fast.workloads.rnnt.pipeline import TorchPipeline, eval_batches, pad_labels
 
 CORPUS = EmbeddedCorpus(train_utterances=10, eval_utterances=6, train_voices=3, eval_voices=2,
                         seed=21)
@@ -22,8 +24,8 @@ def corpus(tmp_path_factory):
     mp.setenv("MLPERF_FAST_CACHE", str(cache))
     root = data.embedded_corpus(CORPUS, "train-synth", "dev-synth", log=lambda m: None)
     samples = data.read_split(root, "train-synth") + data.read_split(root, "dev-synth")
-    tok = data.Tokenizer(data.train_tokenizer([s.transcript for s in samples], 40,
-                                              str(cache / "spm" / "m")))
+    tok = data.Tokenizer(train_sentencepiece([s.transcript for s in samples], 40,
+                                             str(cache / "m")))
     yield samples, tok
     mp.undo()
 
@@ -62,7 +64,7 @@ def test_torch_pipeline_batches(corpus):
 @pytest.mark.skipif(not dali_available(), reason="NVIDIA DALI is not installed")
 @pytest.mark.parametrize("trim", [False, True])
 def test_dali_agrees_with_torch(corpus, trim):
-    from mlperf_fast.rnnt.pipeline import DaliPipeline
+    from mlperf_fast.workloads.rnnt.pipeline import DaliPipeline
 
     samples, tok = corpus
     cfg = dataclasses.replace(EMBEDDED.features, dither=0.0,

@@ -12,16 +12,20 @@ import torch
 
 from mlperf_fast.harness.loop import RunOptions, run_workload
 from mlperf_fast.harness.workload import RunContext
-from mlperf_fast.rnnt import config as rc
-from mlperf_fast.rnnt.train import RNNTWorkload, lr_factor
+from mlperf_fast.workloads.rnnt import config as rc
+from mlperf_fast.harness.workload import Metric, Schedule
+from mlperf_fast.workloads.rnnt.workload import RNNTWorkload
 
 TINY = rc.EMBEDDED.replace(
     name="tiny",
-    target_wer=2.0,  # any finished evaluation converges: the test is about the plumbing
+    # any finished evaluation converges: the test is about the plumbing
+    targets=(Metric("WER", 2.0, higher_is_better=False),),
+    schedule=Schedule(budget=2),
+    global_batch_size=4,
     model=rc.ModelConfig(enc_n_hid=16, enc_pre_rnn_layers=1, enc_post_rnn_layers=1,
                          pred_n_hid=8, pred_rnn_layers=1, joint_n_hid=16),
-    optim=rc.OptimConfig(global_batch_size=4, micro_batch=2, lr=1e-2, warmup_epochs=1,
-                         hold_epochs=1, lr_exp_gamma=0.9, ema=0.9, epochs=2),
+    optim=rc.OptimConfig(micro_batch=2, lr=1e-2, warmup_epochs=1, hold_epochs=1,
+                         lr_exp_gamma=0.9, ema=0.9),
     data=rc.DataConfig(train_splits=("train-synth",), eval_split="dev-synth", vocab_size=40,
                        num_buckets=2, eval_batch=3,
                        embedded=rc.EmbeddedCorpus(train_utterances=12, eval_utterances=5,
@@ -47,8 +51,8 @@ def test_embedded_run_logs_and_reports(tiny):
     with open(os.path.join(out, "run_0", "report.json")) as f:
         report = json.load(f)
     assert report["status"] == "converged" and report["division"] == "open"
-    assert 0.0 <= report["final_quality"] <= 2.0
-    if report["final_quality"] < 1.0:
+    assert 0.0 <= report["final_quality"]["WER"] <= 2.0
+    if report["final_quality"]["WER"] < 1.0:
         assert report["compliance"]["passed"], report["compliance"]["messages"]
     else:  # open_rnnt.yaml asks for one WER below 1.0, which a 2-step tiny model may not reach
         assert report["compliance"]["messages"].strip().splitlines() == [
@@ -66,7 +70,7 @@ def test_embedded_run_logs_and_reports(tiny):
 def test_state_dict_round_trip(tiny):
     w = RNNTWorkload(TINY, RunContext(seed=1, device=torch.device("cpu")))
     w.build()
-    w.train_epoch(0)
+    w.train(0, 1)
     state = copy.deepcopy(w.state_dict())  # as written to and read from a checkpoint file
     w2 = RNNTWorkload(TINY, RunContext(seed=1, device=torch.device("cpu")))
     w2.build()
@@ -74,9 +78,9 @@ def test_state_dict_round_trip(tiny):
     for (k, a), b in zip(w.model.state_dict().items(), w2.model.state_dict().values()):
         assert torch.equal(a, b), k
     torch.manual_seed(5)  # dropout draws from the global generator, which the harness saves
-    w.train_epoch(1)
+    w.train(1, 2)
     torch.manual_seed(5)
-    w2.train_epoch(1)
+    w2.train(1, 2)
     for (k, a), b in zip(w.model.state_dict().items(), w2.model.state_dict().values()):
         assert torch.allclose(a, b), k  # same data order, augmentation and updates
     assert w.evaluate() == w2.evaluate()
@@ -97,15 +101,32 @@ def test_closed_hyperparameters_follow_the_rules(tmp_path, monkeypatch):
     assert (hp["data_spec_augment_time_n"], hp["data_spec_augment_time_min"],
             hp["data_spec_augment_time_max"]) == (10, 0, 0.03)
     assert isinstance(hp["data_train_num_buckets"], int)
-    assert hp["global_batch_size"] == 1024 and hp["gradient_accumulation_steps"] == 64
+    # the RCP at 1024 accumulates 4 micro-batches of 32 per GPU on 8 GPUs: 32 on one
+    assert hp["global_batch_size"] == 1024 and hp["gradient_accumulation_steps"] == 32
     assert hp["train_samples"] == 281241 // 1024 * 1024
-    assert rc.CLOSED.target_wer == 0.058 and rc.CLOSED.division == "closed"
+    assert rc.CLOSED.targets == (Metric("WER", 0.058, higher_is_better=False),)
+    assert rc.CLOSED.division == "closed"
 
 
-def test_lr_schedule():
-    # 10 steps per epoch, warmup 2 epochs, hold 3, gamma 0.5
-    f = [lr_factor(s, 1 + (s - 1) // 10, 10, 2, 3, 0.5) for s in range(1, 80)]
-    assert f[0] == pytest.approx(2 / 21) and f[18] == pytest.approx(20 / 21)
-    assert f[19] == 1.0 and f[48] == 1.0
-    # step 50 is the last of epoch 5 (= warmup + hold): decay starts with epoch 6
-    assert f[49] == 1.0 and f[50] == 0.5 and f[70] == 0.5 ** 3
+@pytest.mark.parametrize("name", [n for n in rc.CONFIGS if n.startswith("closed")])
+def test_closed_configs_match_their_rcp(name):
+    from mlperf_fast.harness.rcp import rcp_match
+
+    w = RNNTWorkload(rc.CONFIGS[name], RunContext(seed=1, device=torch.device("cpu"),
+                                                   world_size=8))
+    w._samples = lambda: ([None] * 281241, [None] * 2703)
+    hp = w.hyperparameters()
+    match = rcp_match("rnnt", "closed", hp)
+    assert "name" in match, match
+    expected_accum = {"rnn_t_ref_0.5k": 2, "rnn_t_ref_1k": 4, "rnn_t_ref_1.5k": 4,
+                      "rnn_t_ref_2k": 16, "rnn_t_ref_3k": 24, "rnn_t_ref_6k": 4}
+    assert hp["gradient_accumulation_steps"] == expected_accum[match["name"]]
+
+
+def test_reference_defaults_match_no_rcp():
+    from mlperf_fast.harness.rcp import rcp_match
+
+    w = RNNTWorkload(rc.REFERENCE_DEFAULTS, RunContext(seed=1, device=torch.device("cpu")))
+    w._samples = lambda: ([None] * 281241, [None] * 2703)
+    warning = rcp_match("rnnt", "closed", w.hyperparameters())["warning"]
+    assert "opt_base_learning_rate 0.004 (RCP 0.007447)" in warning

@@ -16,8 +16,9 @@ relative to that folder:
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+
+from mlperf_fast.harness.workload import Metric, Schedule, WorkloadConfig
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,6 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    global_batch_size: int = 1024  # [sh] GLOBAL_BATCH_SIZE
     micro_batch: int = 16  # [sh] 1024 / 8 GPUs / GRAD_ACCUMULATION_STEPS 8: per-GPU forward batch
     lr: float = 4e-3  # [sh] LEARNING_RATE
     min_lr: float = 1e-5  # [sh] --min_lr; [rules]
@@ -92,7 +92,11 @@ class OptimConfig:
     weight_decay: float = 1e-3  # [sh] --weight_decay; [rules]
     clip_norm: float = 1.0  # [sh] CLIP_NORM (LAMB's max_grad_norm)
     ema: float = 0.999  # [sh] EMA
-    epochs: int = 100  # [sh] EPOCHS: the epoch budget
+
+    def lamb_kwargs(self) -> dict:
+        """The arguments of a LAMB optimizer (FusedLAMB, or the reference's) for this config."""
+        return dict(lr=self.lr, betas=(self.beta1, self.beta2), eps=self.eps,
+                    weight_decay=self.weight_decay, max_grad_norm=self.clip_norm)
 
 
 @dataclass(frozen=True)
@@ -122,11 +126,8 @@ class EmbeddedCorpus:
     version: int = 1  # bump when the generator's output changes: it is part of the cache key
 
 
-@dataclass(frozen=True)
-class RNNTConfig:
-    name: str
-    division: str
-    target_wer: float  # [train] --target 0.058; [rules] eval_accuracy <= 0.058
+@dataclass(frozen=True, kw_only=True)
+class RNNTConfig(WorkloadConfig):
     features: FeatureConfig = field(default_factory=FeatureConfig)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -139,12 +140,48 @@ class RNNTConfig:
     #: for the input pipeline beat two shared threads on small LSTMs, where OpenMP's
     #: synchronization costs more than the split work saves.
     cpu_threads: int | None = 1
+    #: processes computing training features on the CPU (0: one thread of the training process,
+    #: None: one per core beyond the first two, at most 12). Without DALI a GPU run needs several:
+    #: one thread computes the embedded corpus's features several times slower than an H200 trains.
+    input_workers: int | None = None
 
-    def replace(self, **kw) -> RNNTConfig:
-        return dataclasses.replace(self, **kw)
+
+#: The reference's own defaults (scripts/train.sh). No RCP was produced with them: a closed
+#: result must follow one of the RCP configurations below.
+REFERENCE_DEFAULTS = RNNTConfig(
+    name="reference_defaults", division="closed",
+    targets=(Metric("WER", 0.058, higher_is_better=False),),  # [train] --target; [rules]
+    schedule=Schedule(unit="epoch", every=1, budget=100),  # evaluated every epoch; [sh] EPOCHS
+    global_batch_size=1024,  # [sh] GLOBAL_BATCH_SIZE
+)
+
+#: [rcp] mlperf-logging rcp_checker/training_2.1.0/rcps_rnnt.json: the hyperparameters each
+#: reference convergence point was produced with, by global batch size: (lr, hold epochs, warmup
+#: epochs, decay gamma, beta2, EMA, weights init scale, gradient accumulation steps on 8 GPUs).
+RCP_HYPERPARAMETERS = {
+    512: (0.0062, 11, 1, 0.915, 0.9985, 0.994, 0.45, 2),  # rnn_t_ref_0.5k
+    1024: (0.007447, 17, 3, 0.9037, 0.999, 0.992, 0.5, 4),  # rnn_t_ref_1k
+    1536: (0.0072, 26, 5, 0.92, 0.999, 0.995, 0.5, 4),  # rnn_t_ref_1.5k
+    2048: (0.007, 33, 6, 0.939, 0.999, 0.995, 0.5, 16),  # rnn_t_ref_2k
+    3072: (0.009, 40, 9, 0.94, 0.995, 0.985, 0.35, 24),  # rnn_t_ref_3k
+    6144: (0.014, 40, 16, 0.97, 0.98, 0.96, 0.5, 4),  # rnn_t_ref_6k (beta1 0.82)
+}
 
 
-CLOSED = RNNTConfig(name="closed", division="closed", target_wer=0.058)
+def rcp_config(global_batch: int, gpus: int = 8) -> RNNTConfig:
+    """The closed configuration at the RCP of ``global_batch``: its hyperparameters, and the
+    per-GPU micro-batch that gives the RCP's accumulation steps on ``gpus`` GPUs."""
+    lr, hold, warmup, gamma, beta2, ema, scale, accum = RCP_HYPERPARAMETERS[global_batch]
+    return REFERENCE_DEFAULTS.replace(
+        name=f"closed_bs{global_batch}", global_batch_size=global_batch,
+        optim=OptimConfig(micro_batch=max(1, global_batch // gpus // accum), lr=lr,
+                          hold_epochs=hold, warmup_epochs=warmup, lr_exp_gamma=gamma,
+                          beta1=0.82 if global_batch == 6144 else 0.9, beta2=beta2, ema=ema),
+        model=ModelConfig(weights_init_scale=scale))
+
+
+#: The default closed configuration: the RCP at global batch 1024 (44.5 epochs on average).
+CLOSED = rcp_config(1024).replace(name="closed")
 
 #: A small RNN-T on the embedded corpus, trainable to its target on a 2-core CPU in minutes. The
 #: pipeline is the closed one (features, augmentation, dropout, LAMB with warmup/hold/exponential
@@ -156,18 +193,23 @@ EMBEDDED = RNNTConfig(
     # The goal on the held-out split (unseen sentences and voices), set from measured runs (README,
     # "Embedded run"): the loss sits at the sentences' language-model level (~15 nats) for some
     # epochs, then the acoustic phase takes WER from ~0.8 to below 0.15 in 3 to 4 epochs.
-    target_wer=0.15,
+    targets=(Metric("WER", 0.15, higher_is_better=False),),
+    schedule=Schedule(unit="epoch", every=1, budget=30),
+    global_batch_size=16,
     model=ModelConfig(enc_n_hid=256, enc_pre_rnn_layers=1, enc_post_rnn_layers=1,
                       pred_n_hid=128, pred_rnn_layers=1, joint_n_hid=256),
     # LAMB's step is lr times each tensor's norm. Held at 1.5e-2 the loss climbs back from epoch
     # 4 and WER returns to 1.0; held at 5e-3 to 7e-3 the acoustic phase starts in epoch 9 or 10;
     # 1e-2 for three epochs, then 0.8 per epoch, reaches it first (README).
-    optim=OptimConfig(global_batch_size=16, micro_batch=16, lr=1e-2, warmup_epochs=1,
-                      hold_epochs=3, lr_exp_gamma=0.8, ema=0.99, epochs=30),
+    optim=OptimConfig(micro_batch=16, lr=1e-2, warmup_epochs=1, hold_epochs=3, lr_exp_gamma=0.8,
+                      ema=0.99),
     augment=AugmentConfig(freq_masks=1, max_freq=15, time_masks=4),
     data=DataConfig(train_splits=("train-synth",), eval_split="dev-synth", vocab_size=128,
                     num_buckets=4, eval_batch=64, embedded=EmbeddedCorpus()),
     eval_samples=None,
 )
 
-CONFIGS: dict[str, RNNTConfig] = {"closed": CLOSED, "embedded": EMBEDDED}
+CONFIGS: dict[str, RNNTConfig] = {
+    "closed": CLOSED, "embedded": EMBEDDED, "reference_defaults": REFERENCE_DEFAULTS,
+    **{f"closed_bs{b}": rcp_config(b) for b in RCP_HYPERPARAMETERS},
+}

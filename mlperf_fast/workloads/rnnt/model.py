@@ -6,7 +6,7 @@ keys, see reference.py) computed faster.
   lattice cut to the batch's longest utterance and transcript. On CUDA it is
   ``mlperf_fast.ops.transducer_joint_loss``: the joint's activation, dropout, output layer and
   loss computed group by group, so the (B, T, U+1, V) logits are never held whole; on the CPU,
-  the joint's logits and ``ops.rnnt_loss()`` (the fused loss kernel when mlperf_fast.ops has it).
+  the joint's logits and ``mlperf_fast.ops.rnnt_loss``.
 - On CUDA, the LSTMs and the joint run under bf16 autocast; the loss is computed in float32.
 - Greedy decoding runs the whole batch at once (``GreedyDecoder``), with the reference's
   symbol limits, and gives the reference's transcripts; on CUDA through
@@ -20,9 +20,10 @@ import contextlib
 import torch
 from torch import nn
 
-from mlperf_fast.rnnt import ops
-from mlperf_fast.rnnt.config import ModelConfig
-from mlperf_fast.rnnt.reference import LSTM
+from mlperf_fast.ops import rnnt_greedy_decode, rnnt_loss, transducer_joint_loss
+from mlperf_fast.ops.rnnt_greedy import PredictionNet
+from mlperf_fast.workloads.rnnt.config import ModelConfig
+from mlperf_fast.workloads.rnnt.reference import LSTM
 
 
 class RNNT(nn.Module):
@@ -57,7 +58,6 @@ class RNNT(nn.Module):
         self.joint_enc = nn.Linear(cfg.enc_n_hid, cfg.joint_n_hid)
         self.joint_net = nn.Sequential(nn.ReLU(inplace=True), nn.Dropout(p=cfg.joint_dropout),
                                        nn.Linear(cfg.joint_n_hid, n_classes))
-        self._loss = ops.rnnt_loss()
 
     def _autocast(self, device: torch.device):
         if self.amp and device.type == "cuda":
@@ -104,9 +104,7 @@ class RNNT(nn.Module):
                    y: torch.Tensor, y_lens: torch.Tensor) -> torch.Tensor:
         """Mean transducer loss over the batch, from encoder and prediction outputs."""
         t, u = int(f_lens.max()), int(y_lens.max())
-        if f.is_cuda and ops.fused_ops_available():
-            from mlperf_fast.ops import transducer_joint_loss
-
+        if f.is_cuda:
             with self._autocast(f.device):
                 fe = self.joint_enc(f[:, :t])
                 ge = self.joint_pred(g[:, :u + 1])
@@ -118,8 +116,8 @@ class RNNT(nn.Module):
                 dropout=self.joint_net[1].p if self.training else 0.0)
         with self._autocast(f.device):
             logits = self.joint(f[:, :t], g[:, :u + 1])
-        return self._loss(logits.float(), y[:, :u].int(), f_lens.int(), y_lens.int(),
-                          blank=self.blank, reduction="mean")
+        return rnnt_loss(logits.float(), y[:, :u].int(), f_lens.int(), y_lens.int(),
+                         blank=self.blank, reduction="mean")
 
     def loss(self, x: torch.Tensor, x_lens: torch.Tensor, y: torch.Tensor,
              y_lens: torch.Tensor) -> torch.Tensor:
@@ -159,10 +157,7 @@ class GreedyDecoder:
     def _decode(self, model: RNNT, x: torch.Tensor, x_lens: torch.Tensor) -> list[list[int]]:
         f, f_lens = model.encode(x, x_lens)
         fe = model.joint_enc(f)  # (B, T, J)
-        if fe.is_cuda and ops.fused_ops_available():
-            from mlperf_fast.ops import rnnt_greedy_decode
-            from mlperf_fast.ops.rnnt_greedy import PredictionNet
-
+        if fe.is_cuda:
             net = PredictionNet.from_modules(model.prediction["embed"],
                                              model.prediction["dec_rnn"].lstm, model.joint_pred,
                                              model.joint_net[2])

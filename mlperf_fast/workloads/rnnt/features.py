@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import torch
 
-from mlperf_fast.rnnt.config import AugmentConfig, FeatureConfig
+from mlperf_fast.workloads.rnnt.config import AugmentConfig, FeatureConfig
 
 # -- resampling ---------------------------------------------------------------------------------
 

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from mlperf_fast.rnnt.ops import Lamb, rnnt_loss_torch
+from mlperf_fast.workloads.rnnt.reference import ReferenceLAMB
+from mlperf_fast.workloads.rnnt.reference import transducer_loss
 
 
 def brute_force_rnnt(logits: torch.Tensor, targets: torch.Tensor, t_lens, u_lens, blank: int):
@@ -45,7 +46,7 @@ def test_rnnt_loss_matches_direct_recursion(shape, blank, rng_seed):
     u_lens = torch.randint(0, u + 1, (b,), generator=g, dtype=torch.int32)
     u_lens[-1] = u
     x = logits.clone().requires_grad_(True)
-    ours = rnnt_loss_torch(x, targets, t_lens, u_lens, blank=blank, reduction="none")
+    ours = transducer_loss(x, targets, t_lens, u_lens, blank=blank, reduction="none")
     ours.sum().backward()
     y = logits.double().clone().requires_grad_(True)
     want = brute_force_rnnt(y, targets, t_lens, u_lens, blank % v)
@@ -64,26 +65,26 @@ def test_rnnt_loss_reductions_and_checks():
     targets = torch.ones(2, 2, dtype=torch.int32)
     tl = torch.tensor([4, 3], dtype=torch.int32)
     ul = torch.tensor([2, 1], dtype=torch.int32)
-    none = rnnt_loss_torch(logits, targets, tl, ul, blank=0, reduction="none")
-    assert torch.allclose(rnnt_loss_torch(logits, targets, tl, ul, blank=0), none.mean())
-    assert torch.allclose(rnnt_loss_torch(logits, targets, tl, ul, blank=0, reduction="sum"),
+    none = transducer_loss(logits, targets, tl, ul, blank=0, reduction="none")
+    assert torch.allclose(transducer_loss(logits, targets, tl, ul, blank=0), none.mean())
+    assert torch.allclose(transducer_loss(logits, targets, tl, ul, blank=0, reduction="sum"),
                           none.sum())
     with pytest.raises(TypeError, match="int32"):
-        rnnt_loss_torch(logits, targets.long(), tl, ul, blank=0)
+        transducer_loss(logits, targets.long(), tl, ul, blank=0)
     with pytest.raises(ValueError, match="targets"):
-        rnnt_loss_torch(logits, targets[:, :1], tl, ul, blank=0)
+        transducer_loss(logits, targets[:, :1], tl, ul, blank=0)
     with pytest.raises(ValueError, match="logit_lengths"):
-        rnnt_loss_torch(logits, targets, tl + 1, ul, blank=0)
+        transducer_loss(logits, targets, tl + 1, ul, blank=0)
     with pytest.raises(ValueError, match="blank"):
-        rnnt_loss_torch(logits, targets, tl, ul, blank=5)
+        transducer_loss(logits, targets, tl, ul, blank=5)
     with pytest.raises(ValueError, match="reduction"):
-        rnnt_loss_torch(logits, targets, tl, ul, blank=0, reduction="avg")
+        transducer_loss(logits, targets, tl, ul, blank=0, reduction="avg")
 
 
 def test_rnnt_loss_single_path_is_exact():
     # T=1, U=0: the only path is one blank
     logits = torch.tensor([[[[0.5, 1.0, -2.0]]]])
-    loss = rnnt_loss_torch(logits, torch.zeros(1, 0, dtype=torch.int32),
+    loss = transducer_loss(logits, torch.zeros(1, 0, dtype=torch.int32),
                            torch.tensor([1], dtype=torch.int32),
                            torch.tensor([0], dtype=torch.int32), blank=2)
     assert math.isclose(float(loss), float(-torch.log_softmax(logits[0, 0, 0], 0)[2]), rel_tol=1e-6)
@@ -119,7 +120,7 @@ def test_lamb_matches_formulas(wd, rng_seed):
     grads = [[torch.randn(s, generator=g) * (5 if k == 0 else 0.1) for s in shapes]
              for k in range(3)]
     ps = [torch.nn.Parameter(p.clone()) for p in params]
-    opt = Lamb([{"params": ps[:2]}, {"params": ps[2:]}], lr=4e-3, betas=(0.9, 0.999), eps=1e-9,
+    opt = ReferenceLAMB([{"params": ps[:2]}, {"params": ps[2:]}], lr=4e-3, betas=(0.9, 0.999), eps=1e-9,
                weight_decay=wd, max_grad_norm=1.0)
     for k in range(3):
         for p, gr in zip(ps, grads[k]):

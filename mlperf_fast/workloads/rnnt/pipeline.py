@@ -9,14 +9,13 @@ SpecAugment and frame splicing on the training device (as the reference does aft
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from mlperf_fast.rnnt import features
-from mlperf_fast.rnnt.config import AugmentConfig, FeatureConfig
-from mlperf_fast.rnnt.data import Sample, Tokenizer, load_audio
+from mlperf_fast.workloads.rnnt import features
+from mlperf_fast.workloads.rnnt.config import AugmentConfig, FeatureConfig
+from mlperf_fast.workloads.rnnt.data import Sample, Tokenizer, load_audio
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -76,32 +75,33 @@ class TorchPipeline:
             self._feats[i] = f
         return f
 
-    def batch(self, indices: list[int]) -> Batch:
+    def preload(self) -> None:
+        """Decode every utterance into the audio cache now (``cache_audio``): worker processes
+        forked afterwards share it instead of each decoding the files again."""
+        if self.cache_audio:
+            for i in range(len(self.samples)):
+                self._load(i)
+
+    def batch(self, indices: list[int], seed: int | None = None) -> Batch:
+        """The batch of ``indices``. With ``seed``, its random draws (speed perturbation, dither)
+        come from generators seeded by it alone, so that the batch is the same in whichever
+        process computes it."""
+        if seed is not None:
+            self.generator = torch.Generator().manual_seed(seed)
+            self.np_rng = np.random.default_rng(seed)
         feats, lens = features.pad_batch([self.utterance(i) for i in indices])
         y, y_lens = pad_labels([self.labels[i] for i in indices])
         return feats, lens, y, y_lens
 
-    def batches(self, index_batches: list[list[int]]) -> Iterator[Batch]:
-        for b in index_batches:
-            yield self.batch(b)
+    def keyed_batch(self, key: tuple[list[int], int]) -> Batch:
+        """``batch(indices, seed)`` for a key ``(indices, seed)`` of data.loader.load_ahead."""
+        return self.batch(*key)
 
 
 def eval_batches(n: int, batch: int, rank: int = 0, world_size: int = 1) -> list[list[int]]:
     """This rank's share of the evaluation set in batches of at most ``batch``."""
     mine = list(range(rank, n, world_size))
     return [mine[i:i + batch] for i in range(0, len(mine), batch)]
-
-
-def dali_available() -> bool:
-    try:
-        import nvidia.dali  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def steps(n: int, batch: int) -> int:
-    return math.ceil(n / batch)
 
 
 class DaliPipeline:
@@ -170,7 +170,3 @@ class DaliPipeline:
         lens = shapes[:, 1].to(torch.int32)
         y, y_lens = pad_labels([self.labels[i] for i in indices])
         return feats, lens, y, y_lens
-
-    def batches(self, index_batches: list[list[int]]) -> Iterator[Batch]:
-        for b in index_batches:
-            yield self.batch(b)
