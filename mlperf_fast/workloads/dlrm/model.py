@@ -101,12 +101,16 @@ class DLRM(nn.Module):
             self._offsets[key] = torch.arange(self.num_tables * batch + 1, device=device)
         return self._offsets[key]
 
-    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
-        B = dense.shape[0]
+    def embed(self, sparse: torch.Tensor) -> torch.Tensor:
+        """The pooled embeddings ``[B, T, D]`` of ids ``[B, T]``."""
+        B = sparse.shape[0]
         indices = sparse.t().reshape(-1)  # table-major, as the table-batched layout wants
         emb = self.embedding(indices, self._bag_offsets(B, sparse.device))
+        return emb.view(B, self.num_tables, self.dim)
+
+    def forward(self, dense: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
         x = self.bottom(dense)
-        z = dot_interaction(x, emb.view(B, self.num_tables, self.dim))
+        z = dot_interaction(x, self.embed(sparse))
         return self.top(z).squeeze(1)
 
     @torch.no_grad()

@@ -120,7 +120,7 @@ class DLRMWorkload(Workload):
             set_lr(self.optimizer.param_groups, lr)
             self.model.embedding.lr = lr
             result = self.trainer.step([(batch.dense, batch.sparse, batch.labels)], 1)
-            ctx.report_step(len(batch), result.loss, at=(g + 1) / spe)
+            ctx.report_step(len(batch), result.loss, at=(g + 1) / spe, lr=lr)
         reached = last / spe
         return None if abs(reached - stop) < 1e-12 else tidy(reached)
 
