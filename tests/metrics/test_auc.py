@@ -71,3 +71,13 @@ def test_errors():
         roc_auc(torch.rand(3), torch.zeros(4))
     with pytest.raises(TypeError):
         roc_auc(np.zeros(3), torch.zeros(3))
+
+
+@pytest.mark.cuda
+def test_cuda_matches_sklearn():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    n = 3_000_000
+    scores = (torch.rand(n, generator=g, device="cuda") * 1000).round() / 1000  # many ties
+    labels = (torch.rand(n, generator=g, device="cuda") < 0.1 + 0.5 * scores).to(torch.int8)
+    want = sklearn_metrics.roc_auc_score(labels.cpu().numpy(), scores.cpu().numpy())
+    assert roc_auc(scores, labels) == pytest.approx(want, abs=1e-12)
