@@ -1,6 +1,7 @@
 """Table-wise sharded DLRM over 2 gloo processes against one process training the same global
 batch from the same weights: the tables (each on its owner) and the MLPs equal after 3 steps."""
 import multiprocessing as mp
+import os
 
 import torch
 import torch.nn.functional as F
@@ -84,3 +85,53 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
         messages.append(errors.get())
     assert not alive, f"hung: {messages}"
     assert all(p.exitcode == 0 for p in procs), messages
+
+
+def _workload_worker(rank, store_path, cache, errors, results):
+    try:
+        os.environ["MLPERF_FAST_CACHE"] = cache
+        import torch.distributed as dist
+        from test_workload import TINY
+
+        from mlperf_fast.harness.workload import RunContext
+        from mlperf_fast.workloads.dlrm.workload import DLRMWorkload
+
+        dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank,
+                                world_size=2)
+        w = DLRMWorkload(TINY, RunContext(seed=3, device=torch.device("cpu"), rank=rank,
+                                          world_size=2))
+        w.build()
+        w.train(0, 1.0)
+        results.put((rank, w.trainer.applied, w.evaluate()["AUC"],
+                     sorted(w.model.sharded.local_tables())))
+        dist.destroy_process_group()
+    except BaseException as e:
+        errors.put(f"rank {rank}: {type(e).__name__}: {e}")
+        raise
+
+
+def test_two_process_workload_trains_and_agrees(tmp_path):
+    import sys
+
+    sys.path.insert(0, os.path.dirname(__file__))  # test_workload's TINY in the children
+    ctx = mp.get_context("spawn")
+    errors, results = ctx.Queue(), ctx.Queue()
+    args = (str(tmp_path / "store"), str(tmp_path / "cache"), errors, results)
+    procs = [ctx.Process(target=_workload_worker, args=(r, *args)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    alive = [p for p in procs if p.is_alive()]
+    for p in alive:
+        p.kill()
+    messages = []
+    while not errors.empty():
+        messages.append(errors.get())
+    assert not alive, f"hung: {messages}"
+    assert all(p.exitcode == 0 for p in procs), messages
+    got = sorted(results.get(timeout=10) for _ in range(2))
+    (_, steps0, auc0, tables0), (_, steps1, auc1, tables1) = got
+    assert steps0 == steps1 == 64  # 8192 rows // 128: every step on both processes
+    assert auc0 == auc1 > 0.58  # one AUC over both processes' scores, and it learned
+    assert sorted(tables0 + tables1) == list(range(26))

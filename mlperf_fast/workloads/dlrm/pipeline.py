@@ -29,18 +29,53 @@ def _to_device(batch: Batch, device: torch.device) -> Batch:
         device, non_blocking=True)
 
 
+def part(batch: Batch, rank: int, world: int) -> Batch:
+    """Process ``rank``'s equal slice of a batch whose size ``world`` divides."""
+    n = len(batch) // world
+    rows = slice(rank * n, (rank + 1) * n)
+    return Batch(batch.dense[rows], batch.sparse[rows], batch.labels[rows])
+
+
+def padded_part(batch: Batch, rank: int, world: int) -> tuple[Batch, torch.Tensor]:
+    """Process ``rank``'s slice of ``ceil(len / world)`` rows, padded with rows of zeros (id 0
+    of every table), and which of its rows are real."""
+    n = -(-len(batch) // world)
+    start, stop = min(rank * n, len(batch)), min((rank + 1) * n, len(batch))
+    pad = n - (stop - start)
+    valid = torch.arange(n, device=batch.labels.device) < stop - start
+
+    def take(t: torch.Tensor) -> torch.Tensor:
+        t = t[start:stop]
+        return torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t
+
+    return Batch(take(batch.dense), take(batch.sparse), take(batch.labels)), valid
+
+
 def train_batches(data: CriteoBinary, seed: int, first_step: int, stop_step: int,
-                  device: torch.device) -> Iterator[tuple[int, Batch]]:
-    """``(global step, batch)`` for the steps ``[first_step, stop_step)``, one batch ahead."""
-    spe = data.num_batches
+                  device: torch.device, steps_per_epoch: int | None = None,
+                  ) -> Iterator[tuple[int, Batch]]:
+    """``(global step, batch)`` for the steps ``[first_step, stop_step)``, one batch ahead.
+    ``steps_per_epoch`` below the file's batch count leaves the last batches of each epoch's
+    order out (the short one always among them when multi-process runs drop it)."""
+    spe = steps_per_epoch or data.num_batches
     orders: dict[int, np.ndarray] = {}
 
     def load(g: int) -> Batch:
         epoch = g // spe
         if epoch not in orders:
             orders.clear()
-            orders[epoch] = epoch_order(spe, seed, epoch)
+            orders[epoch] = order_of(epoch)
         return _to_device(data.batch(int(orders[epoch][g % spe])), device)
+
+    if spe < data.num_batches:  # the short last batch must not be among those trained
+        full = data.num_samples // data.batch_size
+
+        def order_of(epoch: int) -> np.ndarray:
+            o = epoch_order(data.num_batches, seed, epoch)
+            return o[o < full][:spe]
+    else:
+        def order_of(epoch: int) -> np.ndarray:
+            return epoch_order(spe, seed, epoch)
 
     if first_step >= stop_step:
         return

@@ -22,6 +22,7 @@ from torch import nn
 from mlperf_fast.nn import TableBatchedEmbeddingBag
 from mlperf_fast.ops.table_batched_embedding import tbe_backward_update_
 from mlperf_fast.workloads.dlrm.model import DLRM
+from mlperf_fast.workloads.dlrm.reference import init_table_
 
 
 def assign_tables(table_sizes: Sequence[int], world: int) -> list[int]:
@@ -127,13 +128,29 @@ class ShardedDLRM(DLRM):
     def __init__(self, table_sizes: Sequence[int], dim: int, bottom: Sequence[int],
                  top: Sequence[int], *, lr: float = 0.0, group: dist.ProcessGroup | None = None,
                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, seed: int | None = None) -> None:
         # the single-process tables are built only as small placeholders
         super().__init__([1] * len(table_sizes), dim, bottom, top, fused_sgd=False,
                          dtype=dtype, device=device, generator=generator)
         del self.embedding
         self.sharded = ShardedEmbedding(table_sizes, dim, lr=lr, group=group, dtype=dtype,
                                         device=device)
+        if seed is not None:  # table t from its own stream: the same whichever process owns it
+            for t, view in self.sharded.local_tables().items():
+                g = torch.Generator(device=view.device).manual_seed(seed * 1000 + t)
+                init_table_(view, g)
+
+    def average_gradients_in_backward(self) -> None:
+        """Average each MLP gradient over the processes as soon as it is accumulated, so that
+        any step (harness.step.TrainStep included) sees data-parallel gradients."""
+        world, group = self.sharded.world, self.sharded.group
+
+        def hook(p: torch.Tensor) -> None:
+            dist.all_reduce(p.grad, group=group)
+            p.grad /= world
+
+        for p in self.dense_parameters():
+            p.register_post_accumulate_grad_hook(hook)
 
     def embed(self, sparse: torch.Tensor) -> torch.Tensor:
         return self.sharded(sparse)

@@ -2,6 +2,11 @@
 preprocessed into the same format), the optimized model, one SGD with the reference's
 warmup/hold/poly-2 decay for the MLPs and the tables alike, an AUC evaluation every 0.05 epoch.
 
+With several processes (torchrun) the tables are sharded table-wise (sharded.py) and the MLPs
+are data-parallel: each process trains its slice of every global batch (a last short batch is
+left out so that every slice has the same size) and scores its slice of each test batch (the
+last padded), and the AUC is computed over every process's scores.
+
 The step goes through harness.step.TrainStep with one micro-batch and without its non-finite
 skipping (``skip_nonfinite=False``): the tables' SGD update is applied inside the backward (the
 fused table-batched embedding never materialises their gradient), so by the time the step's
@@ -44,9 +49,9 @@ class DLRMWorkload(Workload):
 
     def __init__(self, config: DLRMConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        if ctx.world_size > 1:
-            raise NotImplementedError("DLRM runs in one process: the model-parallel tables "
-                                      "(sharded across GPUs, all-to-all) are not built yet")
+        if config.global_batch_size % ctx.world_size:
+            raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
+                             f"the {ctx.world_size} processes")
         self._data_dir: str | None = None
 
     # -- data ----------------------------------------------------------------------------
@@ -94,12 +99,27 @@ class DLRMWorkload(Workload):
         # built and initialised on the device itself: the closed tables (96 GB) never pass
         # through host memory
         generator = torch.Generator(device=ctx.device).manual_seed(ctx.seed)
-        self.model = DLRM(counts, cfg.embedding_dim, cfg.bottom_mlp, cfg.top_mlp, fused_sgd=True,
-                          lr=self._lr(1), generator=generator, device=ctx.device)
-        self.optimizer = torch.optim.SGD(self.model.dense_parameters(), lr=self.model.embedding.lr)
+        if ctx.distributed:
+            from mlperf_fast.workloads.dlrm.sharded import ShardedDLRM
+
+            self.model = ShardedDLRM(counts, cfg.embedding_dim, cfg.bottom_mlp, cfg.top_mlp,
+                                     lr=self._lr(1), generator=generator, seed=ctx.seed,
+                                     device=ctx.device)
+            self.model.average_gradients_in_backward()
+            self._tables = self.model.sharded
+        else:
+            self.model = DLRM(counts, cfg.embedding_dim, cfg.bottom_mlp, cfg.top_mlp,
+                              fused_sgd=True, lr=self._lr(1), generator=generator,
+                              device=ctx.device)
+            self._tables = self.model.embedding
+        self.optimizer = torch.optim.SGD(self.model.dense_parameters(), lr=self._tables.lr)
         self.trainer = TrainStep(DLRMLoss(self.model), self.optimizer,
                                  params=self.model.dense_parameters(), skip_nonfinite=False)
         self.steps_per_epoch = self.train_data.num_batches
+        if ctx.distributed:
+            self.steps_per_epoch = self.train_data.num_samples // cfg.global_batch_size
+            if self.steps_per_epoch == 0:
+                raise DataError(f"{self.train_data.path}: fewer rows than one global batch")
 
     def log_weights_initialization(self, log: Any) -> None:
         for name in weights_initialization_tensors(self.config):
@@ -115,12 +135,15 @@ class DLRMWorkload(Workload):
         first, last = round(start * spe), round(stop * spe)
         self.model.train()
         for g, batch in pipeline.train_batches(self.train_data, ctx.seed, first, last,
-                                               ctx.device):
+                                               ctx.device, spe):
             lr = self._lr(g + 1)
             set_lr(self.optimizer.param_groups, lr)
-            self.model.embedding.lr = lr
+            self._tables.lr = lr
+            samples = len(batch)
+            if ctx.distributed:
+                batch = pipeline.part(batch, ctx.rank, ctx.world_size)
             result = self.trainer.step([(batch.dense, batch.sparse, batch.labels)], 1)
-            ctx.report_step(len(batch), result.loss, at=(g + 1) / spe, lr=lr)
+            ctx.report_step(samples, result.loss, at=(g + 1) / spe, lr=lr)
         reached = last / spe
         return None if abs(reached - stop) < 1e-12 else tidy(reached)
 
@@ -128,11 +151,28 @@ class DLRMWorkload(Workload):
     def predict(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The test set's probabilities (float32, as the reference scores it) and labels."""
         self.model.eval()
+        ctx = self.ctx
         scores, labels = [], []
-        for batch in pipeline.eval_batches(self.test_data, self.ctx.device):
-            scores.append(torch.sigmoid(self.model(batch.dense, batch.sparse).float()))
-            labels.append(batch.labels)
-        return torch.cat(scores), torch.cat(labels)
+        for batch in pipeline.eval_batches(self.test_data, ctx.device):
+            if ctx.distributed:
+                batch, valid = pipeline.padded_part(batch, ctx.rank, ctx.world_size)
+            p = torch.sigmoid(self.model(batch.dense, batch.sparse).float())
+            if ctx.distributed:  # padding rows are labelled -1 and dropped after the gather
+                labels.append(torch.where(valid, batch.labels, -1.0))
+            else:
+                labels.append(batch.labels)
+            scores.append(p)
+        scores, labels = torch.cat(scores), torch.cat(labels)
+        if ctx.distributed:
+            import torch.distributed as dist
+
+            both = torch.stack([scores, labels])
+            gathered = [torch.empty_like(both) for _ in range(ctx.world_size)]
+            dist.all_gather(gathered, both)
+            scores, labels = torch.cat(gathered, dim=1)
+            keep = labels >= 0
+            scores, labels = scores[keep], labels[keep]
+        return scores, labels
 
     def evaluate(self) -> dict[str, float]:
         return {"AUC": roc_auc(*self.predict())}
