@@ -68,15 +68,15 @@ def test_assign_tables_balances_rows():
     assert assign_tables([5, 5, 5], 3) == [0, 1, 2]
 
 
-def test_two_process_gloo_run_equals_one_process(tmp_path):
+def _run_two(target, args, errors, timeout):
+    """Both ranks of ``target(rank, *args)`` in spawned processes; fails on a hang (a timeout)
+    or an error, with the ranks' messages."""
     ctx = mp.get_context("spawn")
-    errors = ctx.Queue()
-    store = str(tmp_path / "store")
-    procs = [ctx.Process(target=_worker, args=(r, store, errors)) for r in range(2)]
+    procs = [ctx.Process(target=target, args=(r, *args)) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=240)
+        p.join(timeout=timeout)
     alive = [p for p in procs if p.is_alive()]
     for p in alive:
         p.kill()
@@ -85,6 +85,11 @@ def test_two_process_gloo_run_equals_one_process(tmp_path):
         messages.append(errors.get())
     assert not alive, f"hung: {messages}"
     assert all(p.exitcode == 0 for p in procs), messages
+
+
+def test_two_process_gloo_run_equals_one_process(tmp_path):
+    errors = mp.get_context("spawn").Queue()
+    _run_two(_worker, (str(tmp_path / "store"), errors), errors, 240)
 
 
 def _workload_worker(rank, store_path, cache, errors, results):
@@ -116,20 +121,8 @@ def test_two_process_workload_trains_and_agrees(tmp_path):
     sys.path.insert(0, os.path.dirname(__file__))  # test_workload's TINY in the children
     ctx = mp.get_context("spawn")
     errors, results = ctx.Queue(), ctx.Queue()
-    args = (str(tmp_path / "store"), str(tmp_path / "cache"), errors, results)
-    procs = [ctx.Process(target=_workload_worker, args=(r, *args)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    alive = [p for p in procs if p.is_alive()]
-    for p in alive:
-        p.kill()
-    messages = []
-    while not errors.empty():
-        messages.append(errors.get())
-    assert not alive, f"hung: {messages}"
-    assert all(p.exitcode == 0 for p in procs), messages
+    _run_two(_workload_worker, (str(tmp_path / "store"), str(tmp_path / "cache"), errors,
+                                results), errors, 300)
     got = sorted(results.get(timeout=10) for _ in range(2))
     (_, steps0, auc0, tables0), (_, steps1, auc1, tables1) = got
     assert steps0 == steps1 == 64  # 8192 rows // 128: every step on both processes

@@ -55,8 +55,8 @@ def train_batches(data: CriteoBinary, seed: int, first_step: int, stop_step: int
                   device: torch.device, steps_per_epoch: int | None = None,
                   ) -> Iterator[tuple[int, Batch]]:
     """``(global step, batch)`` for the steps ``[first_step, stop_step)``, one batch ahead.
-    ``steps_per_epoch`` below the file's batch count leaves the last batches of each epoch's
-    order out (the short one always among them when multi-process runs drop it)."""
+    ``steps_per_epoch`` (multi-process runs: the whole batches only) below the file's batch
+    count leaves the short last batch out of every epoch's order."""
     spe = steps_per_epoch or data.num_batches
     orders: dict[int, np.ndarray] = {}
 
