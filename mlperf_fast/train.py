@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", nargs="?", type=int, const=3, metavar="STEPS",
                    help="check the data, build the model, run STEPS training steps (default 3) "
                    "and stop")
+    p.add_argument("--profile", type=int, metavar="STEPS", help="trace STEPS training steps "
+                   "with torch.profiler (after 2 of warm-up), write profile.md (time by phase) "
+                   "and profile_trace.json, and stop")
     p.add_argument("--echo-mllog", action="store_true", help="print the MLPerf log lines on "
                    "stdout too (they always go to mlperf.log)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or status lines")
@@ -164,7 +167,7 @@ def _validate(args: argparse.Namespace):
         raise UsageError(f"unknown benchmark {args.name!r} (known: {known})")
     for flag, value, low in (("--runs", args.runs, 1), ("--max-epochs", args.max_epochs, 1),
                              ("--checkpoint-every", args.checkpoint_every, 0),
-                             ("--dry-run", args.dry_run, 1)):
+                             ("--dry-run", args.dry_run, 1), ("--profile", args.profile, 1)):
         if value is not None and value < low:
             raise UsageError(f"{flag} must be at least {low}, got {value}")
     if args.seed is not None and not 0 <= args.seed < SEED_LIMIT:
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         budget=args.budget if args.max_epochs is None else float(args.max_epochs),
         resume=args.resume, overrides=list(args.overrides),
         device=args.device, checkpoint_every=args.checkpoint_every, echo_log=args.echo_mllog,
-        progress=not args.quiet, dry_run_steps=args.dry_run,
+        progress=not args.quiet, dry_run_steps=args.dry_run, profile_steps=args.profile,
         submission=Submission(org=args.submitter, platform=args.platform, status=args.status),
     )
     try:

@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from mlperf_fast.harness.profiling import phase
+
 K = TypeVar("K")
 B = TypeVar("B")
 
@@ -39,7 +41,8 @@ class WaitClock:
         while True:
             t0 = time.perf_counter()
             try:
-                item = next(it)
+                with phase("input"):
+                    item = next(it)
             except StopIteration:
                 return
             self.waited += time.perf_counter() - t0

@@ -14,6 +14,7 @@ from mlperf_fast.harness import checkpoint, distributed
 from mlperf_fast.harness.compliance import check_log, explain
 from mlperf_fast.harness.overrides import apply_overrides
 from mlperf_fast.harness.rcp import rcp_match
+from mlperf_fast.harness.profiling import StepProfiler
 from mlperf_fast.harness.steplog import StepLog
 from mlperf_fast.harness.mllog import C, MLLog, now_ms
 from mlperf_fast.harness.progress import Progress
@@ -54,6 +55,7 @@ class RunOptions:
     progress: bool = True
     overrides: list[str] = field(default_factory=list)  # --set KEY=VALUE, applied in order
     dry_run_steps: int | None = None  # stop after this many training steps
+    profile_steps: int | None = None  # profile this many steps (after 2 of warm-up), then stop
     submission: Submission = field(default_factory=Submission)
 
 
@@ -158,8 +160,11 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
                         enabled=options.progress and is_rank0)
     ctx.progress = progress
     ctx.say = progress.write if options.progress else (lambda message: None)
+    profiler = StepProfiler(out, options.profile_steps) if options.profile_steps and is_rank0 \
+        else None
     steps = StepLog(os.path.join(out, "steps.jsonl") if is_rank0 else None, run_start=None,
-                    resume=state is not None, dry_run_steps=options.dry_run_steps)
+                    resume=state is not None, dry_run_steps=options.dry_run_steps,
+                    profiler=profiler)
     ctx.steps = steps
     machine = machine_info(ctx.device)
     sub = options.submission
@@ -250,7 +255,7 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         if status != "converged":
             status = "not converged"
     except DryRunComplete:
-        status = "dry run"
+        status = "profiled" if profiler is not None else "dry run"
     finally:
         steps.close()
         progress.close()
@@ -261,9 +266,10 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
 
     if not is_rank0:
         verdict = {}
-    elif status == "dry run":
+    elif status in ("dry run", "profiled"):
         verdict = {"passed": False, "ruleset": None, "rules": None, "messages": "",
-                   "explanation": ["a dry run stops after a few steps: its log is not checked"]}
+                   "explanation": [f"a {status} run stops after a few steps: its log is not "
+                                   "checked"]}
     else:
         verdict = check_log(log.path, workload.benchmark).to_dict()
         verdict["explanation"] = explain(verdict, metrics, history)

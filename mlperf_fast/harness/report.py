@@ -54,6 +54,12 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "—" if x is None else f"{x:.{digits}g}"
 
 
+def _verdict(compliance: dict[str, Any]) -> str:
+    if compliance.get("passed"):
+        return "passed"
+    return "not checked" if compliance.get("ruleset") is None else "FAILED"
+
+
 def _machine_text(m: dict[str, Any]) -> str:
     if not m:
         return "—"
@@ -69,7 +75,7 @@ def _units(n: float, unit: str) -> str:
 def write_run_report(result: RunResult, out_dir: str) -> None:
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(result.to_dict(), f, indent=2, default=str)
-    verdict = "passed" if result.compliance.get("passed") else "FAILED"
+    verdict = _verdict(result.compliance)
     names = [t["name"] for t in result.targets]
     lines = [
         f"# {result.benchmark} ({result.config}, {result.division} division), seed {result.seed}",
@@ -146,7 +152,7 @@ def write_summary(results: list[RunResult], out_dir: str) -> dict[str, Any]:
     for i, r in enumerate(results):
         lines.append(
             f"| {i} | {r.seed} | {r.status} | {r.progress:g} | {_fmt(r.time_to_train_s)} | "
-            f"{r.quality_text()} | {'passed' if r.compliance.get('passed') else 'FAILED'} |"
+            f"{r.quality_text()} | {_verdict(r.compliance)} |"
         )
     with open(os.path.join(out_dir, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

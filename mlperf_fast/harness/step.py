@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from mlperf_fast.harness import distributed
+from mlperf_fast.harness.profiling import phase
 
 
 @dataclass
@@ -100,16 +101,17 @@ class TrainStep:
                 raise ValueError(f"{j} micro-batches given, {count} expected") from None
             sync = not ddp or j == count - 1
             with (contextlib.nullcontext() if sync else self.loss_module.no_sync()):
-                with self._autocast(device):
+                with phase("forward"), self._autocast(device):
                     loss = (self.loss_module(**batch) if isinstance(batch, dict)
                             else self.loss_module(*batch))
                 loss = loss.float() / count
                 if self.skip_nonfinite:
                     bad |= ~torch.isfinite(loss.detach())
-                if self.grad_scaler is not None:
-                    self.grad_scaler.scale(loss).backward()
-                else:
-                    loss.backward()
+                with phase("backward"):
+                    if self.grad_scaler is not None:
+                        self.grad_scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
             total += loss.detach()
         if self.grad_scaler is not None:
             self.grad_scaler.unscale_(self.optimizer)
@@ -122,13 +124,14 @@ class TrainStep:
             flag = distributed.all_reduce_max(bad.to(torch.int32))
             applied = not bool(flag.item())  # the step's one read of a device value
         if applied:
-            if self.grad_scaler is not None:
-                self.grad_scaler.step(self.optimizer)
-                self.grad_scaler.update()
-            else:
-                self.optimizer.step()
-            if self.ema is not None:
-                self.ema.update()
+            with phase("optimizer"):
+                if self.grad_scaler is not None:
+                    self.grad_scaler.step(self.optimizer)
+                    self.grad_scaler.update()
+                else:
+                    self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update()
             self.applied += 1
         else:
             if self.grad_scaler is not None:

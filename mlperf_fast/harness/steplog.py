@@ -19,10 +19,12 @@ from mlperf_fast.harness.workload import DryRunComplete
 
 class StepLog:
     def __init__(self, path: str | None, run_start: int | None = None, resume: bool = False,
-                 dry_run_steps: int | None = None, flush_every: int = 50) -> None:
+                 dry_run_steps: int | None = None, flush_every: int = 50,
+                 profiler: Any = None) -> None:
         self.path = path
         self.run_start_ms = run_start
         self.dry_run_steps = dry_run_steps
+        self.profiler = profiler
         self.flush_every = flush_every
         self.count = 0
         self._pending: list[dict[str, Any]] = []
@@ -52,6 +54,11 @@ class StepLog:
         self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         if len(self._pending) >= self.flush_every:
             self.flush()
+        if self.profiler is not None:
+            self.profiler.on_step(self.count)
+            if self.profiler.done:
+                self.flush()
+                raise DryRunComplete(self.count)
         if self.dry_run_steps is not None and self.count >= self.dry_run_steps:
             self.flush()
             raise DryRunComplete(self.count)

@@ -184,3 +184,14 @@ def test_version_benchmark_help_and_package_entry(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlperf_fast", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m mlperf_fast ")
+
+
+def test_profile_writes_the_phase_table(tmp_path):
+    out = tmp_path / "out"
+    proc = _run("toy", "--device", "cpu", "--profile", "3", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    table = (out / "run_0" / "profile.md").read_text()
+    for name in ("forward", "backward", "optimizer"):
+        assert f"| {name} |" in table, table
+    assert (out / "run_0" / "profile_trace.json").stat().st_size > 0
+    assert json.loads((out / "run_0" / "report.json").read_text())["status"] == "profiled"

@@ -89,3 +89,20 @@ def test_dali_agrees_with_torch(corpus, trim):
         # DALI's nonsilent-region bounds may differ from ours by up to one power window
         # (2048 samples = 12.8 frames)
         assert np.abs(l_d.numpy() - l_t.numpy()).max() <= 13
+
+
+def test_seeded_training_batches_do_not_depend_on_the_worker(corpus):
+    from mlperf_fast.data.loader import load_ahead
+
+    samples, tok = corpus
+    pipe = TorchPipeline(samples, tok, EMBEDDED.features, EMBEDDED.augment, train=True, seed=1,
+                         cache_audio=True)
+    pipe.preload()
+    keys = [([0, 1, 2], 11), ([3, 4], 12), ([0, 1, 2], 11)]
+    here = [pipe.keyed_batch(k) for k in keys]
+    there = list(load_ahead(pipe.keyed_batch, keys, workers=2))
+    for a, b in zip(here, there):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    assert torch.equal(here[0][0], here[2][0])  # the same key, the same draws
+    assert not torch.equal(here[0][0], pipe.batch([0, 1, 2], seed=99)[0])

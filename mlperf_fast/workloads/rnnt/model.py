@@ -16,14 +16,25 @@ keys, see reference.py) computed faster.
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from torch import nn
 
+from mlperf_fast.harness.profiling import phase
 from mlperf_fast.ops import rnnt_greedy_decode, rnnt_loss, transducer_joint_loss
 from mlperf_fast.ops.rnnt_greedy import PredictionNet
 from mlperf_fast.workloads.rnnt.config import ModelConfig
 from mlperf_fast.workloads.rnnt.reference import LSTM
+
+
+@contextlib.contextmanager
+def _without_onednn():
+    # torch's flags() also sets oneDNN's TF32 switch, which warns on builds without Intel GPUs
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
 
 
 class RNNT(nn.Module):
@@ -65,7 +76,7 @@ class RNNT(nn.Module):
         if device.type == "cpu":
             # ATen's own LSTM is several times faster than oneDNN's for these sizes on CPU
             # (forward and backward of a 256-wide layer over 110 frames: 0.2 s against 1.8 s)
-            return torch.backends.mkldnn.flags(enabled=False)
+            return _without_onednn()
         return contextlib.nullcontext()
 
     # -- the network ----------------------------------------------------------------------------
@@ -123,9 +134,12 @@ class RNNT(nn.Module):
              y_lens: torch.Tensor) -> torch.Tensor:
         """x (T, B, in_feats), x_lens (B,), y (B, U) padded labels, y_lens (B,) -> scalar."""
         with self._autocast(x.device):
-            f, f_lens = self.encode(x, x_lens)
-            g = self.predict(y)
-        return self.joint_loss(f, f_lens, g, y, y_lens)
+            with phase("encoder"):
+                f, f_lens = self.encode(x, x_lens)
+            with phase("prediction"):
+                g = self.predict(y)
+        with phase("joint+loss"):
+            return self.joint_loss(f, f_lens, g, y, y_lens)
 
 
 class GreedyDecoder:

@@ -11,6 +11,7 @@ are returned by ``initialized_tensors`` instead of being logged from inside the 
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable
 
 import torch
@@ -27,8 +28,12 @@ class LSTM(nn.Module):
                  forget_gate_bias: float | None, weights_init_scale: float = 1.0,
                  hidden_hidden_bias_scale: float = 0.0) -> None:
         super().__init__()
-        self.lstm = nn.LSTM(input_size=input_size, hidden_size=hidden_size,
-                            num_layers=num_layers, dropout=dropout)
+        with warnings.catch_warnings():
+            # one layer with dropout, as the reference builds it: torch warns that nn.LSTM's
+            # dropout (between layers) does nothing there; the output dropout below still runs
+            warnings.filterwarnings("ignore", message="dropout option adds dropout")
+            self.lstm = nn.LSTM(input_size=input_size, hidden_size=hidden_size,
+                                num_layers=num_layers, dropout=dropout)
         self.dropout = nn.Dropout(dropout) if dropout else None
         if forget_gate_bias is not None:
             for name, _ in self.lstm.named_parameters():
