@@ -22,7 +22,7 @@ A second test times mlperf_fast.metrics.auc.roc_auc on the GPU over the 89,137,3
 the test set against sklearn.metrics.roc_auc_score on the host.
 
 On the CPU, ``python3 benchmarks/steps/bench_dlrm_step.py --smoke`` runs both steps once on tiny
-tables (what tests/dlrm/test_bench_smoke.py does).
+tables (what tests/dlrm/test_dlrm_bench_smoke.py does).
 """
 from __future__ import annotations
 

@@ -96,7 +96,7 @@ def _workload_worker(rank, store_path, cache, errors, results):
     try:
         os.environ["MLPERF_FAST_CACHE"] = cache
         import torch.distributed as dist
-        from test_workload import TINY
+        from test_dlrm_workload import TINY
 
         from mlperf_fast.harness.workload import RunContext
         from mlperf_fast.workloads.dlrm.workload import DLRMWorkload
@@ -118,7 +118,7 @@ def _workload_worker(rank, store_path, cache, errors, results):
 def test_two_process_workload_trains_and_agrees(tmp_path):
     import sys
 
-    sys.path.insert(0, os.path.dirname(__file__))  # test_workload's TINY in the children
+    sys.path.insert(0, os.path.dirname(__file__))  # test_dlrm_workload's TINY in the children
     ctx = mp.get_context("spawn")
     errors, results = ctx.Queue(), ctx.Queue()
     _run_two(_workload_worker, (str(tmp_path / "store"), str(tmp_path / "cache"), errors,
