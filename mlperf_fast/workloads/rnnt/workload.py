@@ -239,7 +239,8 @@ class RNNTWorkload(Workload):
             result = self.trainer.step(inputs, len(chunks))
             losses.append(result.loss)
             ctx.report_step(self.config.global_batch_size, result.loss,
-                            at=epoch + (i + 1) / len(chunked))
+                            at=epoch + (i + 1) / len(chunked),
+                            lr=self.opt.param_groups[0]["lr"], input_wait_s=clock.waited)
         if losses:
             mean = float(torch.stack(losses).mean())
             elapsed = watch.elapsed()
