@@ -5,7 +5,7 @@
 
 namespace mlperf_fast {
 
-#define MF_STR2(x) #x
+#define MF_STR2(...) #__VA_ARGS__  // variadic: an arch list is comma-separated
 #define MF_STR(x) MF_STR2(x)
 
 std::string cuda_build_info() {
