@@ -228,6 +228,10 @@ def _check_output(args: argparse.Namespace) -> None:
         return
     if args.output is None:
         return
+    if int(os.environ.get("RANK", "0")) != 0:
+        # Under torchrun the ranks start together: rank 0 may already have begun writing (or
+        # probing) the folder, so it alone judges it; its refusal stops the others.
+        return
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise UsageError(f"--output {args.output} is a file, not a folder")
     if os.path.isdir(args.output) and os.listdir(args.output) and not args.overwrite:

@@ -65,10 +65,15 @@ def sigmoid_focal_loss_torch(inputs: torch.Tensor, targets: torch.Tensor, alpha:
     dtype = inputs.dtype
     if dtype in (torch.float16, torch.bfloat16):
         inputs, targets = inputs.float(), targets.float()
-    p = torch.sigmoid(inputs)
     ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * ((1 - p_t) ** gamma)
+    # 1 - p_t written as sigmoid(x) (1 - t) + sigmoid(-x) t: equal to torchvision's 1 - p_t, but
+    # without its cancellation, which rounds a confident logit's 1 - p_t to 0 in float32 and, for
+    # gamma < 1, turns the gradient of (1 - p_t) ** gamma into 0 * inf = NaN. The floor keeps the
+    # same from happening where even sigmoid(-|x|) underflows (|x| > 103); the term is 0 there.
+    one_minus_p_t = torch.sigmoid(inputs) * (1 - targets) + torch.sigmoid(-inputs) * targets
+    if gamma < 1:
+        one_minus_p_t = one_minus_p_t.clamp_min(torch.finfo(one_minus_p_t.dtype).tiny)
+    loss = ce * (one_minus_p_t ** gamma)
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
     if reduction == "mean":
