@@ -79,6 +79,9 @@ class ResNetConfig(WorkloadConfig):
     synth_val_per_class: int = 0
     #: compile the loss module with torch.compile: "auto" (on CUDA), "on", "off"
     compile: str = "auto"
+    #: the input pipeline: DALI (dali_pipeline.py) where "auto" (on CUDA, when DALI is
+    #: installed) or "on" (required; on a CPU device DALI's CPU operators), else PyTorch's
+    dali: str = "auto"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,6 +89,8 @@ class ResNetConfig(WorkloadConfig):
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
+        if self.dali not in ("auto", "on", "off"):
+            raise ValueError(f"dali must be 'auto', 'on' or 'off', got {self.dali!r}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32 (the net divides it by 32), got "
                              f"{self.image_size}")

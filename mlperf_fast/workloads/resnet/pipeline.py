@@ -212,29 +212,45 @@ def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
                     antialias=True)
 
 
+def train_window(height: int, width: int, rng: np.random.Generator,
+                 boxes: np.ndarray | None = None, prep: Preprocessing = REFERENCE,
+                 ) -> tuple[int, int, int, int, bool]:
+    """The training view's geometry for an image of ``height`` x ``width``: the crop's (top,
+    left, crop height, crop width) and whether it is flipped, in the order they are drawn from
+    ``rng``. The DALI pipeline draws its windows here too, so both paths crop alike."""
+    top, left, h, w = sample_crop(height, width, rng, boxes if prep.use_boxes else None, prep)
+    return top, left, h, w, bool(rng.random() < prep.flip_p)
+
+
 def train_image(pixels: torch.Tensor, size: int, rng: np.random.Generator,
                 boxes: np.ndarray | None = None, prep: Preprocessing = REFERENCE,
                 ) -> torch.Tensor:
     """The training view of uint8 [3, H, W] pixels: crop, flip, resize to ``size`` x ``size``,
     normalize. float32 [3, size, size]."""
-    top, left, h, w = sample_crop(pixels.shape[1], pixels.shape[2], rng,
-                                  boxes if prep.use_boxes else None, prep)
+    top, left, h, w, flip = train_window(pixels.shape[1], pixels.shape[2], rng, boxes, prep)
     x = pixels[:, top:top + h, left:left + w]
-    if rng.random() < prep.flip_p:
+    if flip:
         x = x.flip(-1)
     return _normalize(_resize(x, size, size), prep)
+
+
+def eval_window(height: int, width: int, size: int, prep: Preprocessing = REFERENCE,
+                ) -> tuple[int, int, int, int]:
+    """The evaluation view's geometry for an image of ``height`` x ``width``: the resized
+    (height, width) and the central crop's (top, left)."""
+    short = np.float32(prep.eval_resize(size))
+    scale = short / np.float32(min(height, width))  # the reference's arithmetic, in float32
+    nh = max(int(np.float32(height) * scale), size)
+    nw = max(int(np.float32(width) * scale), size)
+    return nh, nw, (nh - size) // 2, (nw - size) // 2
 
 
 def eval_image(pixels: torch.Tensor, size: int, prep: Preprocessing = REFERENCE) -> torch.Tensor:
     """The evaluation view of uint8 [3, H, W] pixels: the shorter side resized to
     ``prep.eval_resize(size)``, the central ``size`` x ``size`` crop, normalized. float32
     [3, size, size]."""
-    h, w = pixels.shape[1], pixels.shape[2]
-    short = np.float32(prep.eval_resize(size))
-    scale = short / np.float32(min(h, w))  # the reference's arithmetic, in float32
-    nh, nw = max(int(np.float32(h) * scale), size), max(int(np.float32(w) * scale), size)
+    nh, nw, top, left = eval_window(pixels.shape[1], pixels.shape[2], size, prep)
     x = _resize(pixels, nh, nw)
-    top, left = (nh - size) // 2, (nw - size) // 2
     return _normalize(x[:, top:top + size, left:left + size], prep)
 
 

@@ -137,10 +137,36 @@ class ResNetWorkload(Workload):
         return c == "on" or (c == "auto" and self.ctx.device.type == "cuda")
 
     def build(self) -> None:
+        from functools import partial
+
+        from mlperf_fast.data.dali import dali_available
         from mlperf_fast.data.loader import default_workers
         from mlperf_fast.optim.lars import lars_param_groups
+        from mlperf_fast.workloads.resnet import pipeline
 
         cfg, ctx = self.config, self.ctx
+        # the input: DALI on CUDA when installed ("auto") or when asked ("on": its CPU operators
+        # on a CPU device), chosen first so that a missing DALI fails before any work
+        cuda = ctx.device.type == "cuda"
+        self.workers = default_workers()
+        if cfg.dali == "on" or (cfg.dali == "auto" and cuda and dali_available()):
+            from mlperf_fast.workloads.resnet.dali_pipeline import DaliInput
+
+            device_id = (ctx.device.index if ctx.device.index is not None
+                         else torch.cuda.current_device()) if cuda else None
+            # channels-last, as the model wants it; DALI's host threads on the spare cores
+            dali = DaliInput(device_id, num_threads=max(2, self.workers), layout="NHWC")
+            self._train_batches, self._eval_batches = dali.train_batches, dali.eval_batches
+            inputs = f"DALI on the {'GPU' if cuda else 'CPU'} ({dali.num_threads} threads)"
+        else:
+            if cuda and cfg.dali == "auto":
+                ctx.log("resnet: NVIDIA DALI is not installed (pip install mlperf-fast[dali]): "
+                        "images are decoded on the CPU in PyTorch")
+            self._train_batches = partial(pipeline.train_batches, workers=self.workers,
+                                          pin_memory=cuda)
+            self._eval_batches = partial(pipeline.eval_batches, workers=self.workers)
+            inputs = "PyTorch " + (f"in {self.workers} worker processes" if self.workers
+                                   else "on a thread")
         self.train_data, self.val_data = self.splits()
         self.steps_per_epoch = cfg.steps_per_epoch(len(self.train_data))
         self.total_steps = cfg.train_steps(self.steps_per_epoch)
@@ -162,13 +188,11 @@ class ResNetWorkload(Workload):
                                  on_skip=lambda n: ctx.log(
                                      f"resnet: step {n}: a loss was not finite on some rank; "
                                      "the step was skipped on every rank"))
-        self.workers = default_workers()
         ctx.log(f"resnet: {len(self.train_data)} training and {len(self.val_data)} validation "
                 f"images, {cfg.num_classes} classes, "
                 f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
                 f"{cfg.optimizer.upper()}, {self.steps_per_epoch} steps per epoch, device "
-                f"{ctx.device}, input: PyTorch "
-                + (f"in {self.workers} worker processes" if self.workers else "on a thread")
+                f"{ctx.device}, input: {inputs}"
                 + (", compiled" if self._compiled() else ""))
 
     def log_weights_initialization(self, log: Any) -> None:
@@ -186,15 +210,14 @@ class ResNetWorkload(Workload):
 
     def train(self, start: float, stop: float) -> None:
         from mlperf_fast.data.loader import WaitClock
-        from mlperf_fast.workloads.resnet.pipeline import train_batches
 
         epoch, cfg, ctx = int(start), self.config, self.ctx
         dev = ctx.device
         self.model.train()
         watch, clock = Stopwatch(dev), WaitClock()
-        batches = clock.timed(train_batches(
+        batches = clock.timed(self._train_batches(
             self.train_data, cfg.global_batch_size, ctx.seed, epoch, ctx.rank, ctx.world_size,
-            cfg.image_size, self.workers, pin_memory=dev.type == "cuda"))
+            cfg.image_size))
         losses = []
         for i, (images, labels) in enumerate(batches):
             if i >= self.steps_per_epoch:
@@ -217,16 +240,14 @@ class ResNetWorkload(Workload):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        from mlperf_fast.workloads.resnet.pipeline import eval_batches
-
         cfg, ctx = self.config, self.ctx
         dev = ctx.device
         self.model.eval()
         correct = torch.zeros((), dtype=torch.float64, device=dev)
         total = torch.zeros((), dtype=torch.float64, device=dev)
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
-        for images, labels, valid in eval_batches(self.val_data, cfg.eval_batch_size, ctx.rank,
-                                                  ctx.world_size, cfg.image_size, self.workers):
+        for images, labels, valid in self._eval_batches(self.val_data, cfg.eval_batch_size,
+                                                        ctx.rank, ctx.world_size, cfg.image_size):
             images, labels, valid = images.to(dev), labels.to(dev), valid.to(dev)
             if amp is not None:
                 with amp:
