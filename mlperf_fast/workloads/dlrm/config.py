@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlperf_fast.harness.workload import Metric, Schedule, WorkloadConfig
+from mlperf_fast.workloads.dlrm.plan import MODES as SHARDING_MODES
 
 NUM_DENSE = 13  # [ref] data_loader_terabyte.py: den_fea
 NUM_SPARSE = 26  # [ref] spa_fea
@@ -62,6 +63,15 @@ class DLRMConfig(WorkloadConfig):
     synth_days: int = 0  # 0: not generated (the closed config needs the real data)
     synth_rows_per_day: int = 0
     synth_vocab: tuple[int, ...] = ()
+    # -- ours, not the reference's: where the tables live over several processes (plan.py):
+    # "auto" splits the largest tables by rows as far as balancing the rows per process needs,
+    # "table" keeps every table whole on one process, "row" splits every table by rows
+    sharding: str = "auto"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sharding not in SHARDING_MODES:
+            raise ValueError(f"sharding must be one of {SHARDING_MODES}, got {self.sharding!r}")
 
 
 CLOSED = DLRMConfig(

@@ -2,8 +2,9 @@
 preprocessed into the same format), the optimized model, one SGD with the reference's
 warmup/hold/poly-2 decay for the MLPs and the tables alike, an AUC evaluation every 0.05 epoch.
 
-With several processes (torchrun) the tables are sharded table-wise (sharded.py) and the MLPs
-are data-parallel: each process trains its slice of every global batch (a last short batch is
+With several processes (torchrun) the tables are sharded, each whole on one process or split by
+rows over all of them as the config's ``sharding`` says (plan.py, sharded.py), and the MLPs are
+data-parallel: each process trains its slice of every global batch (a last short batch is
 left out so that every slice has the same size) and scores its slice of each test batch (the
 last padded), and the AUC is computed over every process's scores.
 
@@ -103,10 +104,12 @@ class DLRMWorkload(Workload):
             from mlperf_fast.workloads.dlrm.sharded import ShardedDLRM
 
             self.model = ShardedDLRM(counts, cfg.embedding_dim, cfg.bottom_mlp, cfg.top_mlp,
-                                     lr=self._lr(1), generator=generator, seed=ctx.seed,
-                                     device=ctx.device)
+                                     plan=cfg.sharding, lr=self._lr(1), generator=generator,
+                                     seed=ctx.seed, device=ctx.device)
             self.model.average_gradients_in_backward()
             self._tables = self.model.sharded
+            ctx.log(f"dlrm: sharding {cfg.sharding!r} over {ctx.world_size} processes: "
+                    f"{self._tables.plan.describe()}")
         else:
             self.model = DLRM(counts, cfg.embedding_dim, cfg.bottom_mlp, cfg.top_mlp,
                               fused_sgd=True, lr=self._lr(1), generator=generator,
