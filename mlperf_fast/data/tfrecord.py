@@ -21,13 +21,15 @@ An Example is ``Features features = 1``; Features is ``map<string, Feature> feat
 wire: repeated entries of ``string key = 1; Feature value = 2``); a Feature is one of
 ``BytesList bytes_list = 1``, ``FloatList float_list = 2``, ``Int64List int64_list = 3``, each
 ``repeated <type> value = 1`` (floats and int64s packed or not: both are read, packed is written).
+The wire-format readers (``read_varint``, ``iter_fields``, ``as_int64``) are public because
+tf_checkpoint.py decodes TensorFlow's checkpoint protos with them.
 """
 from __future__ import annotations
 
 import numbers
 import os
 import struct
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -274,11 +276,10 @@ def read_record(path: str, offset: int, length: int) -> bytes:
     return data
 
 
-# -- tf.train.Example ---------------------------------------------------------------------------
-FeatureValue = list  # list[bytes] | list[float] | list[int]
-
-
-def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+# -- the protobuf wire format (tf_checkpoint.py's protos are read with it too) -----------------
+def read_varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """The base-128 varint at ``buf[pos:end]``: (value, position after it). ValueError if it runs
+    past ``end`` or is longer than the 10 bytes of a 64-bit value."""
     result = shift = 0
     while True:
         if pos >= end:
@@ -293,41 +294,49 @@ def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
             raise ValueError("a varint is longer than 10 bytes")
 
 
-def _fields(buf: memoryview, pos: int, end: int):
+def iter_fields(buf: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, int | tuple]]:
     """(field number, wire type, value) of each field of the message in ``buf[pos:end]``: the
-    integer for varints, (start, stop) for the others."""
+    integer for varints (wire type 0), (start, stop) of the bytes for the others (1: 8 bytes,
+    2: length-delimited, 5: 4 bytes). ValueError on a field that runs past ``end`` or on the
+    deprecated group wire types 3 and 4, which neither Example nor the checkpoint protos use."""
     while pos < end:
-        key, pos = _varint(buf, pos, end)
+        key, pos = read_varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if wire == 0:
-            value, pos = _varint(buf, pos, end)
+            value, pos = read_varint(buf, pos, end)
             yield number, wire, value
             continue
         if wire == 2:
-            n, pos = _varint(buf, pos, end)
+            n, pos = read_varint(buf, pos, end)
         elif wire == 1:
             n = 8
         elif wire == 5:
             n = 4
         else:
-            raise ValueError(f"wire type {wire} (field {number}) is not used by Example")
+            raise ValueError(f"wire type {wire} (field {number}) is not supported (groups, or not "
+                             "a protobuf message)")
         if pos + n > end:
             raise ValueError(f"field {number} runs past the end of its message")
         yield number, wire, (pos, pos + n)
         pos += n
 
 
-def _int64(v: int) -> int:
+def as_int64(v: int) -> int:
+    """A varint's value read as a two's-complement int64 (protobuf's int64 and int32 fields)."""
     return v - (1 << 64) if v >= 1 << 63 else v
+
+
+# -- tf.train.Example ---------------------------------------------------------------------------
+FeatureValue = list  # list[bytes] | list[float] | list[int]
 
 
 def _feature(buf: memoryview, start: int, end: int) -> FeatureValue:
     out: FeatureValue = []
-    for kind, wire, span in _fields(buf, start, end):
+    for kind, wire, span in iter_fields(buf, start, end):
         if kind not in (1, 2, 3) or wire != 2:
             continue  # an unknown field of Feature: skipped, as protobuf does
         out = []  # a oneof: the last kind on the wire wins
-        for number, w, v in _fields(buf, *span):
+        for number, w, v in iter_fields(buf, *span):
             if number != 1:
                 continue
             if kind == 1:  # BytesList
@@ -345,12 +354,12 @@ def _feature(buf: memoryview, start: int, end: int) -> FeatureValue:
                     raise ValueError(f"a float_list value has wire type {w}")
             else:  # Int64List
                 if w == 0:
-                    out.append(_int64(v))
+                    out.append(as_int64(v))
                 elif w == 2:
                     p, stop = v
                     while p < stop:
-                        x, p = _varint(buf, p, stop)
-                        out.append(_int64(x))
+                        x, p = read_varint(buf, p, stop)
+                        out.append(as_int64(x))
                 else:
                     raise ValueError(f"an int64_list value has wire type {w}")
     return out
@@ -363,14 +372,14 @@ def decode_example(data: bytes | memoryview,
     Raises ValueError on a malformed message."""
     buf = memoryview(data).cast("B")
     out: dict[str, FeatureValue] = {}
-    for number, wire, span in _fields(buf, 0, len(buf)):
+    for number, wire, span in iter_fields(buf, 0, len(buf)):
         if number != 1 or wire != 2:
             continue
-        for n2, w2, entry in _fields(buf, *span):  # Features
+        for n2, w2, entry in iter_fields(buf, *span):  # Features
             if n2 != 1 or w2 != 2:
                 continue
             key, value = None, None
-            for n3, w3, v in _fields(buf, *entry):  # a map entry
+            for n3, w3, v in iter_fields(buf, *entry):  # a map entry
                 if n3 == 1 and w3 == 2:
                     key = bytes(buf[v[0]:v[1]]).decode("utf-8")
                 elif n3 == 2 and w3 == 2:
