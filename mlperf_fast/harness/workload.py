@@ -297,6 +297,22 @@ class Workload(abc.ABC):
         return all(m.met(quality.get(m.name)) for m in self.metrics)
 
 
+class ModelOptimizerState:
+    """``state_dict`` / ``load_state_dict`` for a workload whose whole state is ``self.model``,
+    ``self.optimizer`` and ``self.trainer`` (its TrainStep: the applied and skipped counts, the
+    loss scaler): list it before Workload among the bases. Input order is a function of the
+    seed and the progress, and the RNG states are the harness's."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "step": self.trainer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.trainer.load_state_dict(state["step"])
+
+
 def metric_values(metrics: Sequence[Metric], quality: Mapping[str, float]) -> Any:
     """What MLPerf's eval_accuracy carries: the value of a single metric, or a dict of the
     metrics' values by their log keys."""

@@ -4,13 +4,13 @@ and tensor names against the installed closed_bert.yaml, data errors first, and 
 processes holding identical weights."""
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import random
 
 import pytest
 import torch
 import yaml
+from gloo_ranks import run_ranks
 
 from mlperf_fast.harness import RunOptions, run_workload
 from mlperf_fast.harness.workload import DataError, Metric, RunContext, Schedule
@@ -163,37 +163,18 @@ def test_data_errors_come_first(tmp_path):
         BertWorkload.check_data(TINY, data)
 
 
-def _worker(rank, store, data, out, errors):
-    try:
-        import torch.distributed as dist
-
-        torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
-        w = TinyBert(TINY, RunContext(seed=5, device=torch.device("cpu"), rank=rank,
-                                      world_size=2, data_dir=data))
-        w.build()
-        w.train(0, 64)
-        acc = w.evaluate()["mlm_accuracy"]
-        torch.save({"params": {k: v.detach().clone() for k, v in w.model.named_parameters()},
-                    "acc": acc, "applied": w.trainer.applied}, os.path.join(out, f"r{rank}.pt"))
-        dist.destroy_process_group()
-    except BaseException as e:  # noqa: BLE001 - reported to the parent, which fails the test
-        errors.put(f"rank {rank}: {type(e).__name__}: {e}")
+def _worker(rank, data):
+    w = TinyBert(TINY, RunContext(seed=5, device=torch.device("cpu"), rank=rank, world_size=2,
+                                  data_dir=data))
+    w.build()
+    w.train(0, 64)
+    return {"params": {k: v.detach().clone() for k, v in w.model.named_parameters()},
+            "acc": w.evaluate()["mlm_accuracy"], "applied": w.trainer.applied}
 
 
 @pytest.mark.slow
 def test_two_gloo_ranks_hold_identical_weights(tmp_path):
-    data = write_tiny(str(tmp_path / "d"))
-    ctx = mp.get_context("spawn")
-    errors = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, str(tmp_path / "store"), data, str(tmp_path),
-                                               errors)) for r in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=300)
-    assert all(p.exitcode == 0 for p in procs), [errors.get() for _ in range(errors.qsize())]
-    a, b = (torch.load(tmp_path / f"r{r}.pt") for r in range(2))
+    a, b = run_ranks(_worker, write_tiny(str(tmp_path / "d")), timeout=300)
     assert a["applied"] == b["applied"] == 4
     for name, value in a["params"].items():
         assert torch.equal(value, b["params"][name]), name

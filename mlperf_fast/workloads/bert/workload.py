@@ -17,7 +17,7 @@ import torch
 from mlperf_fast.harness import distributed
 from mlperf_fast.harness.step import TrainStep
 from mlperf_fast.harness.timing import Stopwatch
-from mlperf_fast.harness.workload import DataError, RunContext, Workload, tidy
+from mlperf_fast.harness.workload import DataError, ModelOptimizerState, RunContext, Workload, tidy
 from mlperf_fast.optim import FusedLAMB
 from mlperf_fast.optim.schedules import bert_poly_warmup, set_lr
 from mlperf_fast.workloads.bert import pipeline
@@ -74,7 +74,7 @@ class PretrainingLoss(torch.nn.Module):
         return self.model(**batch)[0]
 
 
-class BertWorkload(Workload):
+class BertWorkload(ModelOptimizerState, Workload):
     benchmark = "bert"
     description = "BERT-large phase-2 pretraining (language), masked-LM accuracy >= 0.720"
     requires = ("h5py", "tokenizers")
@@ -281,15 +281,6 @@ class BertWorkload(Workload):
             total += weight.double()
         t = distributed.all_reduce_sum(torch.stack([hits, total]))
         return {"mlm_accuracy": float(t[0] / t[1]) if float(t[1]) else 0.0}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.trainer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.trainer.load_state_dict(state["step"])
 
 
 WORKLOAD = BertWorkload

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mlperf_fast.harness.step import TrainStep
-from mlperf_fast.harness.workload import DataError, RunContext, Workload, tidy
+from mlperf_fast.harness.workload import DataError, ModelOptimizerState, RunContext, Workload, tidy
 from mlperf_fast.metrics.auc import roc_auc
 from mlperf_fast.optim.schedules import set_lr
 from mlperf_fast.workloads.dlrm import pipeline
@@ -31,7 +31,7 @@ from mlperf_fast.workloads.dlrm.data import CriteoBinary, check_dataset, read_co
 from mlperf_fast.workloads.dlrm.model import DLRM, DLRMLoss
 
 
-class DLRMWorkload(Workload):
+class DLRMWorkload(ModelOptimizerState, Workload):
     benchmark = "dlrm"
     description = "DLRM on Criteo 1TB (recommendation), AUC >= 0.8025"
 
@@ -179,15 +179,6 @@ class DLRMWorkload(Workload):
 
     def evaluate(self) -> dict[str, float]:
         return {"AUC": roc_auc(*self.predict())}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.trainer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.trainer.load_state_dict(state["step"])
 
 
 WORKLOAD = DLRMWorkload

@@ -16,7 +16,7 @@ import torch
 from mlperf_fast.harness import distributed
 from mlperf_fast.harness.step import TrainStep
 from mlperf_fast.harness.timing import Stopwatch
-from mlperf_fast.harness.workload import DataError, RunContext, Workload
+from mlperf_fast.harness.workload import DataError, ModelOptimizerState, RunContext, Workload
 from mlperf_fast.optim.lars import FusedLARS
 from mlperf_fast.optim.schedules import resnet_poly_warmup, set_lr
 from mlperf_fast.workloads.resnet.config import CONFIGS, ResNetConfig
@@ -47,7 +47,7 @@ class ReferenceSGD(FusedLARS):
         return super().step(closure)
 
 
-class ResNetWorkload(Workload):
+class ResNetWorkload(ModelOptimizerState, Workload):
     benchmark = "resnet"
     description = "ResNet-50 v1.5 on ImageNet (image classification), top-1 >= 0.759"
     requires = ("torchvision",)
@@ -259,15 +259,6 @@ class ResNetWorkload(Workload):
             total += valid.sum()
         t = distributed.all_reduce_sum(torch.stack([correct, total]))
         return {"top1": float(t[0] / t[1]) if float(t[1]) else 0.0}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "step": self.trainer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.trainer.load_state_dict(state["step"])
 
 
 WORKLOAD = ResNetWorkload
