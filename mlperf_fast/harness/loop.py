@@ -268,8 +268,8 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         verdict = {}
     elif status in ("dry run", "profiled"):
         verdict = {"passed": False, "ruleset": None, "rules": None, "messages": "",
-                   "explanation": [f"a {status} run stops after a few steps: its log is not "
-                                   "checked"]}
+                   "explanation": [f"{'a dry run' if status == 'dry run' else 'a profiled run'}"
+                                   " stops after a few steps: its log is not checked"]}
     else:
         verdict = check_log(log.path, workload.benchmark).to_dict()
         verdict["explanation"] = explain(verdict, metrics, history)
