@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlperf_fast.workloads.resnet.reference import BN_EPSILON, BN_MOMENTUM, he_normal_
+from mlperf_fast.workloads.resnet.reference import BN_EPSILON, BN_MOMENTUM, reference_init_
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -89,14 +89,7 @@ class ResNet(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """The reference's initialization (reference.py)."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                he_normal_(m.weight, generator)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()
-        with torch.no_grad():
-            self.fc1.weight.normal_(0.0, 0.01, generator=generator)
-            self.fc1.bias.zero_()
+        reference_init_(self, self.fc1, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last)

@@ -51,6 +51,21 @@ def he_normal_(weight: torch.Tensor, generator: torch.Generator | None = None) -
         return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std, generator=generator)
 
 
+def reference_init_(model: nn.Module, head: nn.Linear,
+                     generator: torch.Generator | None = None) -> None:
+    """The reference's initialization of a ResNet: every convolution ``he_normal``, batch norm
+    gamma 1 and beta 0, the dense ``head`` N(0, 0.01) with a zero bias. Modules are visited in
+    ``model.modules()`` order, so models that list their layers alike draw the same weights."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            he_normal_(m.weight, generator)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()
+    with torch.no_grad():
+        head.weight.normal_(0.0, 0.01, generator=generator)
+        head.bias.zero_()
+
+
 def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TensorFlow's 'same' padding of one spatial dimension: (before, after)."""
     total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
@@ -132,14 +147,7 @@ class ReferenceResNet50(nn.Module):
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                he_normal_(m.weight, generator)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()
-        with torch.no_grad():
-            self.fc1000.weight.normal_(0.0, 0.01, generator=generator)
-            self.fc1000.bias.zero_()
+        reference_init_(self, self.fc1000, generator)
 
     def _max_pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == "tf":  # 'same': the padding never wins the max
