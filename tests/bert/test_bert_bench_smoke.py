@@ -1,17 +1,10 @@
 """bench_bert_step.py's code on the CPU at a tiny size (its timing runs only on a GPU)."""
-import importlib.util
-import os
-
 import torch
+from bench_modules import load_step_bench
 
 
 def _bench():
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "steps",
-                        "bench_bert_step.py")
-    spec = importlib.util.spec_from_file_location("bench_bert_step", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_step_bench("bench_bert_step")
 
 
 def test_smoke_runs_every_step():

@@ -1,18 +1,10 @@
 """bench_dlrm_step.py's code on the CPU at tiny sizes (its timing runs only on a GPU)."""
-import importlib.util
-import os
-
 import torch
-
-BENCH = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "steps",
-                     "bench_dlrm_step.py")
+from bench_modules import load_step_bench
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_dlrm_step", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_step_bench("bench_dlrm_step")
 
 
 def test_smoke_runs_both_steps():

@@ -1,15 +1,6 @@
 """bench_resnet_step.py's and bench_resnet_input.py's code on the CPU at tiny sizes (their
 timing runs only on a GPU machine)."""
-import importlib.util
-import os
-
-
-def _bench(name):
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "steps", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_modules import load_step_bench as _bench
 
 
 def test_step_smoke_runs_both_steps():
