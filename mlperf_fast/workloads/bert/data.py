@@ -22,6 +22,7 @@ A data directory has ``train/`` and ``eval/`` folders of shards (``*.hdf5``/``*.
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from collections.abc import Sequence
@@ -51,6 +52,10 @@ class Shard:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def head(self, n: int) -> Shard:
+        """The first ``n`` sequences."""
+        return Shard(*(getattr(self, f.name)[:n] for f in dataclasses.fields(self)))
 
     def batch(self, rows: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         """Rows as the model's inputs: int64 tensors, ``masked_lm_weights`` float32 (1 where a
@@ -212,6 +217,5 @@ def check_dataset(data_dir: str) -> None:
 
 
 def concat(shards: Sequence[Shard]) -> Shard:
-    return Shard(*(np.concatenate([getattr(s, f) for s in shards]) for f in (
-        "input_ids", "segment_ids", "input_mask", "masked_lm_positions", "masked_lm_ids",
-        "next_sentence_labels")))
+    return Shard(*(np.concatenate([getattr(s, f.name) for s in shards])
+                   for f in dataclasses.fields(Shard)))

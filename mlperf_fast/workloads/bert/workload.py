@@ -164,9 +164,7 @@ class BertWorkload(ModelOptimizerState, Workload):
                      for p in shard_paths(self.data_dir(), "eval")]
             data = concat(parts)
             if cfg.eval_samples and len(data) > cfg.eval_samples:
-                data = type(data)(*(getattr(data, f)[:cfg.eval_samples] for f in (
-                    "input_ids", "segment_ids", "input_mask", "masked_lm_positions",
-                    "masked_lm_ids", "next_sentence_labels")))
+                data = data.head(cfg.eval_samples)
             self._eval = data
         return self._eval
 
