@@ -155,7 +155,9 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cuda(at::TensorList tenso
       });
     }
   });
-  at::Tensor total = ws.select(0, 2 * n);
+  // A copy: the total and the norms, two views of one buffer, would alias (the schema
+  // promises two distinct outputs).
+  at::Tensor total = ws.select(0, 2 * n).clone();
   at::Tensor norms = per_tensor ? ws.narrow(0, n, n) : at::empty({0}, opts);
   return {total, norms};
 }

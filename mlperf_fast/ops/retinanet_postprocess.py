@@ -112,7 +112,8 @@ def retinanet_postprocess(cls_logits: torch.Tensor, bbox_regression: torch.Tenso
                      backend="auto" if backend == "triton" else backend)
     filled = det.indices >= 0
     anchor_of = anchor_index.gather(1, det.indices.clamp_min(0)).masked_fill(~filled, -1)
-    return det._replace(indices=anchor_of)
+    # built field by field: torch.compile (fullgraph) cannot trace NamedTuple._replace on CUDA
+    return Detections(det.boxes, det.scores, det.labels, anchor_of, det.counts)
 
 
 def retinanet_postprocess_reference(cls_logits, bbox_regression, anchors, image_sizes,

@@ -416,3 +416,60 @@ def test_bf16_autocast_tracks_the_float32_port():
         assert got[1].dtype == torch.float32 and got[3].dtype == torch.bfloat16
         assert float((got[3].float() - logits).abs().max()) < 0.06 * float(logits.std())
         assert abs(float(got[0]) - float(want[0])) < 5e-3 * float(want[0])
+
+
+def _packed_qkv(device: str, dtype: torch.dtype, heads: int = 2, head_size: int = 4):
+    g = torch.Generator().manual_seed(1)
+    cu = torch.tensor([0, 5, 6, 14, 17], dtype=torch.int32)
+    qkv = [torch.randn(17, heads, head_size, generator=g, dtype=dtype).to(device).requires_grad_()
+           for _ in range(3)]
+    return qkv, Varlen.build(cu.to(device), 8, 17)
+
+
+def test_nested_attention_equals_the_padded_path():
+    """The jagged nested-tensor path (the one CUDA takes) computes the padded path's attention
+    and gradients; here on the CPU in float64."""
+    from mlperf_fast.workloads.bert.model import _nested_attention
+
+    (q, k, v), varlen = _packed_qkv("cpu", torch.float64)
+    got = _nested_attention(q, k, v, varlen, 0.0, None)
+    grads = torch.autograd.grad(got.square().sum(), (q, k, v))
+    q2, k2, v2 = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    want = varlen_attention(q2, k2, v2, varlen)  # on the CPU: the padded buffer
+    torch.testing.assert_close(got, want, **F64)
+    for a, b in zip(grads, torch.autograd.grad(want.square().sum(), (q2, k2, v2))):
+        torch.testing.assert_close(a, b, **F64)
+
+
+@pytest.mark.cuda
+def test_cuda_paths_equal_the_eager_padded_ones():
+    """On CUDA: nested-tensor attention runs (forward, backward, dropout) and equals the padded
+    path (bf16 inputs; FlashAttention and the masked SDPA kernel round differently: 2e-2
+    relative on values of order 1); the fused (compiled) small functions give the eager model's
+    losses and gradients in float32 (1e-5: inductor reorders the float32 reductions)."""
+    from mlperf_fast.workloads.bert import model as m
+
+    assert m._nested_attention_runs(torch.device("cuda"), torch.bfloat16)
+    (q, k, v), varlen = _packed_qkv("cuda", torch.bfloat16, heads=4, head_size=64)
+    got = m._nested_attention(q, k, v, varlen, 0.0, None)
+    h, d = 4, 64
+    buf = [t.new_zeros(varlen.batch * varlen.max_seqlen, h, d).index_copy(0, varlen.slots, t)
+           .view(varlen.batch, varlen.max_seqlen, h, d).transpose(1, 2) for t in (q, k, v)]
+    want = torch.nn.functional.scaled_dot_product_attention(*buf, attn_mask=varlen.key_mask)
+    want = want.transpose(1, 2).reshape(-1, h, d)[varlen.slots]
+    torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2)
+
+    batch = _batch(torch.Generator().manual_seed(4))
+    batch = {key: t.cuda() for key, t in batch.items()}
+    torch.manual_seed(0)
+    eager = BertForPreTraining(SMALL, unpad=True, fused=False).cuda().eval()
+    fused = BertForPreTraining(SMALL, unpad=True, fused=True).cuda().eval()
+    fused.load_state_dict(eager.state_dict())
+    outs = []
+    for model in (eager, fused):
+        loss = model(**batch)[0]
+        loss.backward()
+        outs.append((loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    torch.testing.assert_close(outs[1][0], outs[0][0], rtol=1e-5, atol=1e-6)
+    for name, grad in outs[0][1].items():
+        torch.testing.assert_close(outs[1][1][name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -71,6 +71,10 @@ class BertConfig(WorkloadConfig):
     #: the phase-1 checkpoint (closed: required; NVIDIA's converted PyTorch form, or the
     #: reference's TF checkpoint converted by the package)
     init_checkpoint: str | None = None
+    #: the padding-free layout (each batch's real tokens packed, attention per sequence) and, on
+    #: CUDA, the compiled small functions: "auto" (on CUDA only; the CPU keeps the padded
+    #: layout its embedded target was measured with), "on" or "off"
+    layout: str = "auto"
     #: the embedded data set (used only without a data dir): see synth.py
     embedded: bool = False
 

@@ -58,7 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mlperf_fast.data.loader import WaitClock, load_ahead
+from mlperf_fast.data.loader import WaitClock, WorkerPool, load_ahead
 from mlperf_fast.data.samplers import ShuffledBatches, split_micro_batches
 from mlperf_fast.harness.workload import DataError
 from mlperf_fast.workloads.resnet.data import ImageSet
@@ -260,10 +260,10 @@ def augment_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 # -- batches --------------------------------------------------------------------------------------
-def _check(size: int, workers: int) -> None:
+def _check(size: int, workers: int | WorkerPool) -> None:
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    if workers < 0:
+    if not isinstance(workers, WorkerPool) and workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
 
 
@@ -272,6 +272,12 @@ class _TrainBatch:
 
     def __init__(self, images: ImageSet, size: int, seed: int, prep: Preprocessing) -> None:
         self.images, self.size, self.seed, self.prep = images, size, seed, prep
+
+    def __eq__(self, other: object) -> bool:  # the same batches (data.loader.WorkerPool)
+        return (type(other) is type(self) and other.images is self.images
+                and (other.size, other.seed, other.prep) == (self.size, self.seed, self.prep))
+
+    __hash__ = object.__hash__
 
     def __call__(self, key: tuple[Sequence[int], int]) -> tuple[torch.Tensor, torch.Tensor]:
         indices, epoch = key
@@ -285,7 +291,7 @@ class _TrainBatch:
 
 
 def train_batches(images: ImageSet, global_batch: int, seed: int, epoch: int, rank: int = 0,
-                  world_size: int = 1, size: int = 224, workers: int = 0,
+                  world_size: int = 1, size: int = 224, workers: int | WorkerPool = 0,
                   prep: Preprocessing = REFERENCE, micro_batch: int | None = None,
                   start: int = 0, stop: int | None = None, clock: WaitClock | None = None,
                   depth: int = 2, pin_memory: bool = False,
@@ -330,6 +336,12 @@ class _EvalBatch:
     def __init__(self, images: ImageSet, size: int, batch: int, prep: Preprocessing) -> None:
         self.images, self.size, self.batch, self.prep = images, size, batch, prep
 
+    def __eq__(self, other: object) -> bool:  # the same batches (data.loader.WorkerPool)
+        return (type(other) is type(self) and other.images is self.images
+                and (other.size, other.batch, other.prep) == (self.size, self.batch, self.prep))
+
+    __hash__ = object.__hash__
+
     def __call__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s, images, n = self.size, self.images, len(indices)
         out = torch.zeros((self.batch, 3, s, s), dtype=torch.float32)
@@ -342,8 +354,8 @@ class _EvalBatch:
 
 
 def eval_batches(images: ImageSet, batch: int, rank: int = 0, world_size: int = 1,
-                 size: int = 224, workers: int = 0, prep: Preprocessing = REFERENCE,
-                 clock: WaitClock | None = None, depth: int = 2, pin_memory: bool = False,
+                 size: int = 224, workers: int | WorkerPool = 0,
+                 prep: Preprocessing = REFERENCE, clock: WaitClock | None = None, depth: int = 2, pin_memory: bool = False,
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """This rank's share of the validation images (``eval_shards``) as ``(images, labels,
     valid)``: float32 [batch, 3, size, size], int64 [batch], bool [batch]; rows past the last

@@ -140,7 +140,7 @@ class ResNetWorkload(ModelOptimizerState, Workload):
         from functools import partial
 
         from mlperf_fast.data.dali import dali_available
-        from mlperf_fast.data.loader import default_workers
+        from mlperf_fast.data.loader import WorkerPool, default_workers
         from mlperf_fast.optim.lars import lars_param_groups
         from mlperf_fast.workloads.resnet import pipeline
 
@@ -162,10 +162,15 @@ class ResNetWorkload(ModelOptimizerState, Workload):
             if cuda and cfg.dali == "auto":
                 ctx.log("resnet: NVIDIA DALI is not installed (pip install mlperf-fast[dali]): "
                         "images are decoded on the CPU in PyTorch")
-            self._train_batches = partial(pipeline.train_batches, workers=self.workers,
-                                          pin_memory=cuda)
-            self._eval_batches = partial(pipeline.eval_batches, workers=self.workers)
-            inputs = "PyTorch " + (f"in {self.workers} worker processes" if self.workers
+            # the workers live through the run (one pool for training, one for evaluation)
+            train_workers, eval_workers = self.workers, self.workers
+            if self.workers:
+                train_workers = WorkerPool(self.workers, pin_memory=cuda)
+                eval_workers = WorkerPool(self.workers)
+            self._train_batches = partial(pipeline.train_batches, workers=train_workers)
+            self._eval_batches = partial(pipeline.eval_batches, workers=eval_workers)
+            inputs = "PyTorch " + (f"in {self.workers} worker processes, kept across epochs"
+                                   if self.workers
                                    else "on a thread")
         self.train_data, self.val_data = self.splits()
         self.steps_per_epoch = cfg.steps_per_epoch(len(self.train_data))
