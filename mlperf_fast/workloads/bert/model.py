@@ -185,11 +185,12 @@ def _nested_attention_runs(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether this torch runs :func:`_nested_attention` forward and backward with dropout on
     ``device`` (once per device and dtype; nested tensors are a young API): else the padded path."""
     try:
-        g = torch.Generator(device=device).manual_seed(0)
-        q = torch.randn(7, 2, 64, device=device, generator=g).to(dtype).requires_grad_()
-        cu = torch.tensor([0, 3, 7], device=device, dtype=torch.int32)
-        out = _nested_attention(q, q, q, Varlen.build(cu, 4, 7), 0.1, None)
-        out.float().sum().backward()
+        with torch.enable_grad():  # the first call may come from an evaluation's no_grad
+            g = torch.Generator(device=device).manual_seed(0)
+            q = torch.randn(7, 2, 64, device=device, generator=g).to(dtype).requires_grad_()
+            cu = torch.tensor([0, 3, 7], device=device, dtype=torch.int32)
+            out = _nested_attention(q, q, q, Varlen.build(cu, 4, 7), 0.1, None)
+            out.float().sum().backward()
         return out.shape == q.shape and bool(torch.isfinite(q.grad).all())
     except Exception:  # noqa: BLE001 - any failure means: use the padded path
         return False
