@@ -7,9 +7,7 @@ Rows, on the same batch in the same run:
 - Hugging Face transformers' ``BertForPreTraining`` (SDPA attention, bf16 autocast, padded) with
   the same FusedLAMB: the model most PyTorch users train;
 - ours (workloads/bert/model.py): the MLM head on the masked positions only, unpadded
-  (packed) attention (SDPA on jagged nested tensors), bias + GELU and bias + dropout + residual
-  + LayerNorm compiled, bf16 autocast, FusedLAMB, through the harness's TrainStep; and the same
-  with the small functions eager, to show what compiling them buys.
+  (packed) attention, bf16 autocast, FusedLAMB, through the harness's TrainStep.
 
 Lengths: the writer's rules (writer.py) fill a sequence to 509 tokens + 3 unless a document ends
 first, and draw a short target (uniform in [2, 509]) one time in ten; the lengths here are drawn
@@ -137,9 +135,6 @@ def test_bert_large_training_step(measure):
         pass
     rows.append(("mlperf_fast BERT (unpadded, MLM on masked positions), bf16, FusedLAMB",
                  "ours", lambda: PretrainingLoss(BertForPreTraining(BERT_LARGE, unpad=True))))
-    rows.append(("mlperf_fast BERT, the small functions eager (fused=False)", "ours",
-                 lambda: PretrainingLoss(BertForPreTraining(BERT_LARGE, unpad=True,
-                                                            fused=False))))
     for impl, role, build in rows:
         _measure_one(measure, group, impl, role, build, data, shape, flops)
         torch.cuda.empty_cache()

@@ -155,10 +155,11 @@ std::tuple<at::Tensor, at::Tensor> multi_tensor_l2norm_cuda(at::TensorList tenso
       });
     }
   });
-  // A copy: the total and the norms, two views of one buffer, would alias (the schema
-  // promises two distinct outputs).
+  // Copies (two launches of a few elements): views of the workspace would alias each other,
+  // which the schema's two distinct outputs forbid, and sit at storage offsets that the fake
+  // (meta) implementation's fresh tensors do not have.
   at::Tensor total = ws.select(0, 2 * n).clone();
-  at::Tensor norms = per_tensor ? ws.narrow(0, n, n) : at::empty({0}, opts);
+  at::Tensor norms = per_tensor ? ws.narrow(0, n, n).clone() : at::empty({0}, opts);
   return {total, norms};
 }
 

@@ -21,15 +21,15 @@ out for speed. What differs from the port is how it runs:
 - bf16 autocast: the GEMMs and attention run in bf16 (SDPA's kernels accumulate the softmax in
   float32); LayerNorm, the residual add, GELU and both losses in float32.
 
-On CUDA, packed attention is SDPA over jagged nested tensors (its FlashAttention kernel, with
-attention dropout, on the real tokens only; checked once per device to run forward and backward,
-else the padded buffer below), and the two small functions are compiled by inductor
-(``fused=True``, dynamic shapes: one kernel each forward and backward instead of a cast, an add,
-a dropout, an add and a LayerNorm pass each over the activations).
+The GPU path (FlashAttention's varlen kernel behind :func:`varlen_attention`, fused kernels
+behind the two functions, precomputed MLM indices for CUDA graphs) comes later; the interfaces
+here are the ones it will fill. Two ways were measured slower on the H200 (torch 2.11, the step
+benchmark's BERT-large batch, where this module's eager step took 209 ms): SDPA over jagged
+nested tensors in place of the padded buffer, 455 ms; that and the two small functions compiled
+by inductor with dynamic shapes, 524 ms.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
@@ -150,8 +150,6 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, varlen: 
     SDPA runs with the key mask, and the real rows are gathered back. (A (T, T) block-diagonal
     mask costs T^2 per head, 1 GiB in float32 for T = 4096 and 16 heads; nested tensors' SDPA on
     the CPU is a prototype that warns at each call and measured ~10x slower than this.)"""
-    if q.is_cuda and _nested_attention_runs(q.device, q.dtype):
-        return _nested_attention(q, k, v, varlen, dropout_p, softmax_scale)
     _, h, d = q.shape
     rows = varlen.batch * varlen.max_seqlen
 
@@ -163,43 +161,6 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, varlen: 
                                          attn_mask=varlen.key_mask, dropout_p=dropout_p,
                                          scale=softmax_scale)
     return out.transpose(1, 2).reshape(rows, h, d)[varlen.slots]
-
-
-def _nested_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, varlen: Varlen,
-                      dropout_p: float, softmax_scale: float | None) -> torch.Tensor:
-    """varlen_attention through SDPA on jagged nested tensors (B, heads, j, head_size): no
-    padding is materialized, and on CUDA SDPA picks FlashAttention for them."""
-    offsets = varlen.cu_seqlens.long()
-
-    def nest(x: torch.Tensor) -> torch.Tensor:
-        return torch.nested.nested_tensor_from_jagged(
-            x.contiguous(), offsets=offsets, max_seqlen=varlen.max_seqlen).transpose(1, 2)
-
-    out = F.scaled_dot_product_attention(nest(q), nest(k), nest(v), dropout_p=dropout_p,
-                                         scale=softmax_scale)
-    return out.transpose(1, 2).values()
-
-
-@functools.cache
-def _nested_attention_runs(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether this torch runs :func:`_nested_attention` forward and backward with dropout on
-    ``device`` (once per device and dtype; nested tensors are a young API): else the padded path."""
-    try:
-        with torch.enable_grad():  # the first call may come from an evaluation's no_grad
-            g = torch.Generator(device=device).manual_seed(0)
-            q = torch.randn(7, 2, 64, device=device, generator=g).to(dtype).requires_grad_()
-            cu = torch.tensor([0, 3, 7], device=device, dtype=torch.int32)
-            out = _nested_attention(q, q, q, Varlen.build(cu, 4, 7), 0.1, None)
-            out.float().sum().backward()
-        return out.shape == q.shape and bool(torch.isfinite(q.grad).all())
-    except Exception:  # noqa: BLE001 - any failure means: use the padded path
-        return False
-
-
-@functools.cache
-def _compiled(fn):
-    """``fn`` compiled by inductor with dynamic shapes (the token count changes every batch)."""
-    return torch.compile(fn, dynamic=True)
 
 
 def _ln(module: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
@@ -223,7 +184,6 @@ class Layer(nn.Module):
         self.heads, self.head_size = c.num_attention_heads, c.head_size
         self.p, self.attn_p = c.hidden_dropout_prob, c.attention_probs_dropout_prob
         self.approximate = c.gelu_approximate
-        self.fused = True  # on CUDA: the small functions compiled (BertForPreTraining's fused)
 
     def forward(self, x: torch.Tensor, attend) -> torch.Tensor:
         """``x`` (tokens, H); ``attend(q, k, v, dropout_p)`` the layout's attention over
@@ -234,16 +194,13 @@ class Layer(nn.Module):
         qkv = F.linear(x, w, b).view(x.shape[0], 3, self.heads, self.head_size)
         ctx = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], self.attn_p if self.training else 0.0)
         ctx = ctx.reshape(x.shape[0], -1)
-        fuse = self.fused and x.is_cuda
-        add_ln = _compiled(bias_dropout_add_layer_norm) if fuse else bias_dropout_add_layer_norm
-        gelu = _compiled(bias_gelu) if fuse else bias_gelu
         ln = ao["LayerNorm"]
-        x = add_ln(F.linear(ctx, ao["dense"].weight), ao["dense"].bias, x,
+        x = bias_dropout_add_layer_norm(F.linear(ctx, ao["dense"].weight), ao["dense"].bias, x,
                                         ln.weight, ln.bias, self.p, self.training, ln.eps)
         inter = self.intermediate["dense"]
-        y = gelu(F.linear(x, inter.weight), inter.bias, self.approximate)
+        y = bias_gelu(F.linear(x, inter.weight), inter.bias, self.approximate)
         out, ln = self.output["dense"], self.output["LayerNorm"]
-        return add_ln(F.linear(y, out.weight), out.bias, x, ln.weight,
+        return bias_dropout_add_layer_norm(F.linear(y, out.weight), out.bias, x, ln.weight,
                                            ln.bias, self.p, self.training, ln.eps)
 
 
@@ -306,8 +263,7 @@ def dense_targets(masked_lm_ids: torch.Tensor, masked_lm_weights: torch.Tensor
 
 class BertForPreTraining(nn.Module):
     """The optimized pretraining model (see the module docstring); ``unpad``: pack padded
-    batches (the mask must be ones then zeros per row); ``fused``: on CUDA, run bias + GELU and
-    bias + dropout + residual + LayerNorm compiled (the CPU always runs them eagerly).
+    batches (the mask must be ones then zeros per row).
 
     ``forward`` takes the reference's batch, padded, or packed with ``cu_seqlens`` (B + 1,)
     (and optionally ``max_seqlen``): then ``input_ids`` and ``token_type_ids`` are (T,),
@@ -317,7 +273,7 @@ class BertForPreTraining(nn.Module):
     """
 
     def __init__(self, config: BertModelConfig = BERT_LARGE, unpad: bool = False,
-                 generator: torch.Generator | None = None, fused: bool = True) -> None:
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if not isinstance(config, BertModelConfig):
             raise TypeError(f"config must be a BertModelConfig, got {type(config).__name__}")
@@ -331,8 +287,6 @@ class BertForPreTraining(nn.Module):
             "LayerNorm": nn.LayerNorm(h, eps=c.layer_norm_eps)})
         self.bert.encoder = nn.ModuleDict({
             "layer": nn.ModuleList(Layer(c) for _ in range(c.num_hidden_layers))})
-        for layer in self.bert.encoder["layer"]:
-            layer.fused = bool(fused)
         self.bert.pooler = nn.ModuleDict({"dense": nn.Linear(h, h)})
         self.cls = nn.ModuleDict({"predictions": _Predictions(c),
                                   "seq_relationship": nn.Linear(h, 2)})

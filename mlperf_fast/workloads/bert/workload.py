@@ -205,11 +205,10 @@ class BertWorkload(ModelOptimizerState, Workload):
             self.hyperparameters()
         self.stream = pipeline.SampleStream(self.counts, ctx.seed)
         torch.manual_seed(ctx.seed)
-        if cfg.layout not in ("auto", "on", "off"):
-            raise ValueError(f"bert: layout must be auto, on or off, got {cfg.layout!r}")
-        fast = cfg.layout == "on" or (cfg.layout == "auto" and ctx.device.type == "cuda")
-        self.model = BertForPreTraining(model_config(cfg, self.vocab_size()), unpad=fast,
-                                        fused=fast).to(ctx.device)
+        if cfg.layout not in ("packed", "padded"):
+            raise ValueError(f"bert: layout must be packed or padded, got {cfg.layout!r}")
+        self.model = BertForPreTraining(model_config(cfg, self.vocab_size()),
+                                        unpad=cfg.layout == "packed").to(ctx.device)
         if cfg.init_checkpoint:
             from mlperf_fast.workloads.bert.weights import load_checkpoint
 
@@ -226,7 +225,7 @@ class BertWorkload(ModelOptimizerState, Workload):
         ctx.log(f"bert: {sum(self.counts)} training sequences in {len(self.counts)} shard(s), "
                 f"{len(self.eval_set())} evaluation sequences, vocabulary {self.vocab_size()}, "
                 f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
-                f"FusedLAMB, {'packed' if fast else 'padded'} layout, device {ctx.device}")
+                f"FusedLAMB, {cfg.layout} layout, device {ctx.device}")
 
     def log_weights_initialization(self, log: Any) -> None:
         for name in tf_tensor_names(self.config.num_layers):
