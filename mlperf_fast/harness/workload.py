@@ -234,6 +234,20 @@ class Workload(abc.ABC):
         """Raise DataError naming what is missing or malformed in ``data_dir``. Runs before the
         run writes anything. Without a data dir the workload uses its embedded data."""
 
+    # -- data ----------------------------------------------------------------------------------
+    def embedded_data(self) -> str:
+        """Build (once: through data/cache.py) the embedded data set of this configuration and
+        return its folder, laid out as ``--data-dir`` would be. Benchmarks with embedded data
+        override this."""
+        raise DataError(f"{self.benchmark}: no embedded data set; give --data-dir")
+
+    def data_dir(self) -> str:
+        """The data set's folder: ``--data-dir``, else :meth:`embedded_data` (asked once)."""
+        if getattr(self, "_data_root", None) is None:
+            self._data_root = (self.ctx.data_dir if self.ctx.data_dir is not None
+                               else self.embedded_data())
+        return self._data_root
+
     @property
     def metrics(self) -> tuple[Metric, ...]:
         return tuple(self.config.targets)

@@ -107,20 +107,14 @@ class BertWorkload(ModelOptimizerState, Workload):
         if config.global_batch_size % ctx.world_size:
             raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
                              f"the {ctx.world_size} processes")
-        self._data_dir: str | None = None
         self._shards: dict[int, Any] = {}
         self._eval = None
 
     # -- data ----------------------------------------------------------------------------
-    def data_dir(self) -> str:
-        if self._data_dir is None:
-            if self.ctx.data_dir is not None:
-                self._data_dir = self.ctx.data_dir
-            else:
-                from mlperf_fast.workloads.bert import synth
+    def embedded_data(self) -> str:
+        from mlperf_fast.workloads.bert import synth
 
-                self._data_dir = synth.embedded_dataset(log=self.ctx.log)
-        return self._data_dir
+        return synth.embedded_dataset(log=self.ctx.log)
 
     def vocab_size(self) -> int:
         with open(os.path.join(self.data_dir(), "vocab.txt"), encoding="utf-8") as f:

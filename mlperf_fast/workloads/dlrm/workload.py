@@ -53,22 +53,15 @@ class DLRMWorkload(ModelOptimizerState, Workload):
         if config.global_batch_size % ctx.world_size:
             raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
                              f"the {ctx.world_size} processes")
-        self._data_dir: str | None = None
 
     # -- data ----------------------------------------------------------------------------
-    def data_dir(self) -> str:
-        """The preprocessed data: --data-dir, or the embedded data set (built once, cached)."""
-        if self._data_dir is None:
-            if self.ctx.data_dir is not None:
-                self._data_dir = self.ctx.data_dir
-            else:
-                from mlperf_fast.workloads.dlrm import synth
+    def embedded_data(self) -> str:
+        from mlperf_fast.workloads.dlrm import synth
 
-                cfg = self.config
-                settings = synth.settings_for(cfg.synth_vocab, cfg.synth_days,
-                                              cfg.synth_rows_per_day, cfg.max_ind_range)
-                self._data_dir = synth.embedded_dataset(settings, log=self.ctx.log)
-        return self._data_dir
+        cfg = self.config
+        settings = synth.settings_for(cfg.synth_vocab, cfg.synth_days, cfg.synth_rows_per_day,
+                                      cfg.max_ind_range)
+        return synth.embedded_dataset(settings, log=self.ctx.log)
 
     def _splits(self) -> tuple[CriteoBinary, CriteoBinary, tuple[int, ...]]:
         d = self.data_dir()

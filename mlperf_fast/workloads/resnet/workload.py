@@ -74,23 +74,16 @@ class ResNetWorkload(ModelOptimizerState, Workload):
         if config.global_batch_size % ctx.world_size:
             raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
                              f"the {ctx.world_size} processes")
-        self._data_dir: str | None = None
         self._splits: tuple[Any, Any] | None = None
 
     # -- data ----------------------------------------------------------------------------
-    def data_dir(self) -> str:
-        """--data-dir, or the embedded data set (generated once, cached)."""
-        if self._data_dir is None:
-            if self.ctx.data_dir is not None:
-                self._data_dir = self.ctx.data_dir
-            else:
-                from mlperf_fast.workloads.resnet import synth
+    def embedded_data(self) -> str:
+        from mlperf_fast.workloads.resnet import synth
 
-                cfg = self.config
-                settings = synth.settings_for(cfg.synth_classes, cfg.synth_train_per_class,
-                                              cfg.synth_val_per_class)
-                self._data_dir = synth.embedded_dataset(settings, log=self.ctx.log)
-        return self._data_dir
+        cfg = self.config
+        settings = synth.settings_for(cfg.synth_classes, cfg.synth_train_per_class,
+                                      cfg.synth_val_per_class)
+        return synth.embedded_dataset(settings, log=self.ctx.log)
 
     def splits(self) -> tuple[Any, Any]:
         if self._splits is None:

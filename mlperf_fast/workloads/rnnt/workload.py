@@ -58,14 +58,15 @@ class RNNTWorkload(Workload):
             raise DataError(f"{spm} is missing")
 
     # -- data -------------------------------------------------------------------------------------
+    def embedded_data(self) -> str:
+        cfg = self.config.data
+        return data.embedded_corpus(cfg.embedded, cfg.train_splits[0], cfg.eval_split,
+                                    log=self.ctx.log)
+
     def _samples(self) -> tuple[list[data.Sample], list[data.Sample]]:
         if self._train is None:
             cfg = self.config.data
-            if self.ctx.data_dir is None:
-                self._root = data.embedded_corpus(cfg.embedded, cfg.train_splits[0],
-                                                  cfg.eval_split, log=self.ctx.log)
-            else:
-                self._root = self.ctx.data_dir
+            self._root = self.data_dir()
             train = [s for split in cfg.train_splits for s in data.read_split(self._root, split)]
             self._train = [s for s in train if s.duration <= cfg.max_duration]
             self._eval = data.read_split(self._root, cfg.eval_split)
