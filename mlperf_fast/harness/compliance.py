@@ -57,20 +57,20 @@ def _captured() -> Iterator[_Capture]:
         root.setLevel(old_level)
 
 
-def _rules_dir() -> str:
-    return os.path.join(os.path.dirname(mlp_compliance.__file__), f"training_{RULESET}")
+def _rules_dir(ruleset: str) -> str:
+    return os.path.join(os.path.dirname(mlp_compliance.__file__), f"training_{ruleset}")
 
 
-def _common_rules(benchmark: str, out_dir: str) -> str:
+def _common_rules(benchmark: str, out_dir: str, ruleset: str) -> str:
     """Write the package's common and division rules, with submission_benchmark accepting
     ``benchmark`` and enqueueing nothing more, into ``out_dir``; return the entry file."""
-    src = _rules_dir()
+    src = _rules_dir(ruleset)
     with open(os.path.join(src, "common.yaml")) as f:
         common = yaml.safe_load(f)
     for record in common:
         key = record.get("KEY", {})
         if key.get("NAME") == "submission_division":
-            key["POST"] = key["POST"].replace(f"training_{RULESET}/", out_dir + "/")
+            key["POST"] = key["POST"].replace(f"training_{ruleset}/", out_dir + "/")
     with open(os.path.join(out_dir, "common.yaml"), "w") as f:
         yaml.safe_dump(common, f, sort_keys=False)
     for division in ("closed", "open"):
@@ -86,22 +86,23 @@ def _common_rules(benchmark: str, out_dir: str) -> str:
     return os.path.join(out_dir, "common.yaml")
 
 
-def check_log(path: str, benchmark: str) -> Verdict:
-    """Run the compliance checker on the MLPerf log at ``path``."""
-    ruleset = f"training {RULESET}"
-    checker = mlp_compliance.make_checker("training", RULESET, quiet=False, werror=False)
+def check_log(path: str, benchmark: str, ruleset: str = RULESET) -> Verdict:
+    """Run the compliance checker of the training round ``ruleset`` (e.g. "2.1.0"; SSD-ResNet34
+    is a 1.0.0 benchmark) on the MLPerf log at ``path``."""
+    round_name = f"training {ruleset}"
+    checker = mlp_compliance.make_checker("training", ruleset, quiet=False, werror=False)
     mlp_compliance.enqueued_configs.clear()  # module state left over by an earlier failure
     with tempfile.TemporaryDirectory() as tmp, _captured() as capture:
         if benchmark in MLPERF_BENCHMARKS:
-            rules, config = "mlperf", f"training_{RULESET}/common.yaml"
+            rules, config = "mlperf", f"training_{ruleset}/common.yaml"
         else:
-            rules, config = "common", _common_rules(benchmark, tmp)
+            rules, config = "common", _common_rules(benchmark, tmp, ruleset)
         try:
             passed = checker.check_file(path, config)
         except Exception as e:  # the checker's own failure is a failed check, not a crash
             passed = False
             capture.lines.append(f"compliance checker failed: {type(e).__name__}: {e}")
-    return Verdict(bool(passed), ruleset, rules, "\n".join(capture.lines).strip())
+    return Verdict(bool(passed), round_name, rules, "\n".join(capture.lines).strip())
 
 
 def explain(verdict: dict, metrics, history: list[dict]) -> list[str]:

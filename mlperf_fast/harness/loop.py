@@ -190,7 +190,8 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         run_start = now_ms()
         log.start(C.RUN_START, time_ms=run_start)
         done_progress, history = 0, []
-        rcp = rcp_match(workload.benchmark, workload.division, hyperparameters)
+        rcp = rcp_match(workload.benchmark, workload.division, hyperparameters,
+                        workload.ruleset)
         if rcp.get("warning"):
             ctx.log(f"warning: {rcp['warning']}")
     else:
@@ -205,7 +206,8 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         workload.load_state_dict(state["workload"])
         set_rng_state(state["rng"][ctx.rank])
         run_start, done_progress, history = state["run_start_ms"], state["progress"], state["history"]
-        rcp = rcp_match(workload.benchmark, workload.division, hyperparameters)
+        rcp = rcp_match(workload.benchmark, workload.division, hyperparameters,
+                        workload.ruleset)
     steps.run_start_ms = run_start
 
     status = "aborted"
@@ -271,7 +273,7 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
                    "explanation": [f"{'a dry run' if status == 'dry run' else 'a profiled run'}"
                                    " stops after a few steps: its log is not checked"]}
     else:
-        verdict = check_log(log.path, workload.benchmark).to_dict()
+        verdict = check_log(log.path, workload.benchmark, workload.ruleset).to_dict()
         verdict["explanation"] = explain(verdict, metrics, history)
     from mlperf_fast.info import collect
 

@@ -21,11 +21,12 @@ _KEY_IN_LOG = {"model_eva_ema_factor": "model_eval_ema_factor"}
 _SPLIT_ONLY = {"opt_gradient_accumulation_steps", "gradient_accumulation_steps"}
 
 
-def load_rcps(benchmark: str) -> dict[str, Any]:
-    """The RCP records of ``benchmark`` for this project's round, {} when there are none."""
+def load_rcps(benchmark: str, ruleset: str = RULESET) -> dict[str, Any]:
+    """The RCP records of ``benchmark`` in the training round ``ruleset``, {} when there are
+    none."""
     from mlperf_logging import rcp_checker
 
-    path = os.path.join(os.path.dirname(rcp_checker.__file__), f"training_{RULESET}",
+    path = os.path.join(os.path.dirname(rcp_checker.__file__), f"training_{ruleset}",
                         f"rcps_{benchmark}.json")
     if not os.path.exists(path):
         return {}
@@ -39,12 +40,13 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def rcp_match(benchmark: str, division: str, hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """{"name": RCP} when a closed run's logged hyperparameters match one; {"warning": ...}
-    when none does; {} for open runs and benchmarks that have no RCPs."""
+def rcp_match(benchmark: str, division: str, hyperparameters: dict[str, Any],
+              ruleset: str = RULESET) -> dict[str, Any]:
+    """{"name": RCP} when a closed run's logged hyperparameters match one of round ``ruleset``;
+    {"warning": ...} when none does; {} for open runs and benchmarks that have no RCPs."""
     if division != "closed" or benchmark not in MLPERF_BENCHMARKS:
         return {}
-    rcps = load_rcps(benchmark)
+    rcps = load_rcps(benchmark, ruleset)
     if not rcps:
         return {}
     gbs = hyperparameters.get("global_batch_size")

@@ -192,6 +192,9 @@ class Workload(abc.ABC):
 
     #: The name in the registry and in the MLPerf log's submission_benchmark.
     benchmark: ClassVar[str]
+    #: The MLPerf Training round whose rules and RCPs the benchmark follows (compliance.py);
+    #: a benchmark retired before it (SSD-ResNet34: 1.0.0) names its own.
+    ruleset: ClassVar[str] = "2.1.0"
     #: One line for ``--list``.
     description: ClassVar[str] = ""
     #: The modules the benchmark needs beyond the base install, and the extra that installs

@@ -148,3 +148,12 @@ def test_compliance_checker_rejects_a_broken_log(tmp_path):
     verdict = check_log(str(broken), "toy")
     assert not verdict.passed
     assert "run_stop" in verdict.messages
+
+
+def test_the_default_round_is_the_checker_s():
+    """A workload follows the round compliance.py checks unless it names its own (the two
+    places that say "2.1.0" must agree)."""
+    from mlperf_fast.harness import compliance
+    from mlperf_fast.harness.workload import Workload
+
+    assert Workload.ruleset == compliance.RULESET

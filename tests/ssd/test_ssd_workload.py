@@ -1,0 +1,129 @@
+"""The SSD workload: a short run of the embedded default through the command line (a fresh
+cache: the data set generated, read back, trained on, evaluated) with a compliant log; an exact
+resume; the closed configuration's MLPerf keys against the installed v1.0 closed_ssd.yaml; data
+errors before any work."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from mlperf_fast.harness.workload import DataError, Metric, RunContext, Schedule
+from mlperf_fast.workloads.ssd.config import CLOSED, COCO_TRAIN_NONEMPTY, COCO_VAL, EMBEDDED
+from mlperf_fast.workloads.ssd.workload import SSDWorkload
+
+TINY = EMBEDDED.replace(name="tiny", targets=(Metric("mAP", 0.99),),
+                        schedule=Schedule(unit="epoch", every=1, budget=2), global_batch_size=8,
+                        synth_train_images=24, synth_val_images=8, eval_batch_size=8)
+
+
+class TinySSD(SSDWorkload):
+    @classmethod
+    def configs(cls):
+        return {"tiny": TINY}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPERF_FAST_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.slow
+def test_embedded_default_short_run_from_the_command_line(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlperf_fast.train", "ssd", "--output", str(out), "--quiet",
+         "--budget", "1", "--set", "synth_train_images=64", "--set", "synth_val_images=16",
+         "--set", "global_batch_size=16", "--set", "schedule.every=1"],
+        check=False, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "MLPERF_FAST_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    report = json.loads((out / "run_0" / "report.json").read_text())
+    assert report["compliance"]["passed"], report["compliance"]["messages"]
+    assert report["compliance"]["ruleset"] == "training 1.0.0"  # SSD-ResNet34's round
+    assert report["status"] != "converged"  # one epoch of 4 steps: far from the target
+    (evaluation,) = report["history"]
+    assert 0.0 <= evaluation["quality"]["mAP"] < 1.0
+    hp = report["hyperparameters"]
+    assert hp["train_samples"] == 64 and hp["eval_samples"] == 16
+    assert hp["max_samples"] == 1 and hp["opt_learning_rate_warmup_steps"] == 4
+    log = (out / "run_0" / "mlperf.log").read_text()
+    assert '"key": "submission_benchmark", "value": "ssd"' in log
+
+
+def _weights(w):
+    return {k: v.clone() for k, v in w.model.state_dict().items()}
+
+
+def _clone(state):
+    return {"model": {k: v.clone() for k, v in state["model"].items()},
+            "optimizer": {"state": {k: {n: t.clone() for n, t in v.items()}
+                                    for k, v in state["optimizer"]["state"].items()},
+                          "param_groups": state["optimizer"]["param_groups"]},
+            "step": dict(state["step"])}
+
+
+def test_resume_is_exact():
+    torch.set_num_threads(1)
+    a = TinySSD(TINY, RunContext(seed=3, device=torch.device("cpu")))
+    a.build()
+    a.train(0, 1)
+    saved = _clone(a.state_dict())
+    a.train(1, 2)
+    b = TinySSD(TINY, RunContext(seed=3, device=torch.device("cpu")))
+    b.build()
+    b.load_state_dict(saved)
+    b.train(1, 2)
+    wa, wb = _weights(a), _weights(b)
+    for k, v in wa.items():
+        assert torch.equal(v, wb[k]), k
+    assert a.trainer.applied == b.trainer.applied == 2 * 3  # 24 images / 8 per step
+    result = a.evaluate()
+    assert set(result) == {"mAP"} and 0.0 <= result["mAP"] <= 1.0
+
+
+def _rules(name: str) -> list[dict]:
+    import mlperf_logging
+
+    path = os.path.join(os.path.dirname(mlperf_logging.__file__), "compliance_checker",
+                        "training_1.0.0", name)
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+class _Sized:
+    def __init__(self, n: int, classes: int = 80):
+        self.n, self.num_classes = n, classes
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def test_closed_keys_are_the_v1_rules():
+    w = SSDWorkload(CLOSED, RunContext(seed=1, device=torch.device("cpu"), world_size=8))
+    w._splits = (_Sized(COCO_TRAIN_NONEMPTY), _Sized(COCO_VAL))
+    hp = w.hyperparameters()
+    required = {r["KEY"]["NAME"] for r in _rules("closed_ssd.yaml") if "KEY" in r}
+    required -= {"eval_accuracy"}
+    assert required <= set(hp), required - set(hp)
+    assert hp["model_bn_span"] == 128 and hp["global_batch_size"] == 1024
+    assert hp["opt_learning_rate_warmup_steps"] == 300  # the rules: >= 1
+    assert hp["opt_learning_rate_decay_boundary_epochs"] == [40, 50]
+    assert hp["max_samples"] in (1, 50) and hp["opt_learning_rate_warmup_factor"] == 0
+    assert hp["opt_base_learning_rate"] == pytest.approx(0.08)  # 2.5e-3 * 1024 / 32
+    assert hp["opt_weight_decay"] == 5e-4
+
+
+def test_data_errors_come_first(tmp_path):
+    with pytest.raises(DataError, match="needs --data-dir"):
+        SSDWorkload.check_data(CLOSED, None)
+    with pytest.raises(DataError, match="instances_train2017.json"):
+        SSDWorkload.check_data(CLOSED, str(tmp_path))
+    w = TinySSD(TINY.replace(num_classes=5), RunContext(seed=1, device=torch.device("cpu")))
+    with pytest.raises(DataError, match="classes"):
+        w.splits()
