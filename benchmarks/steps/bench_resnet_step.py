@@ -15,6 +15,7 @@ matrix rate. Rows report the time of one step; images/s = 400 / step time.
 """
 from __future__ import annotations
 
+import itertools
 import pytest
 import torch
 
@@ -37,23 +38,13 @@ def _batches(device: str, batch: int = B, size: int = SIZE):
             for _ in range(ROTATE)]
 
 
-def _rotating(batches):
-    i = 0
-
-    def nxt():
-        nonlocal i
-        i += 1
-        return batches[i % len(batches)]
-    return nxt
-
-
 def torchvision_step(batches, device: str = "cuda"):
     import torchvision
 
     model = torchvision.models.resnet50().to(device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-5)
     crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
-    nxt = _rotating(batches)
+    nxt = itertools.cycle(batches).__next__
     model.train()
 
     def step():
@@ -74,7 +65,7 @@ def ours_step(batches, compiled: bool, device: str = "cuda"):
     if compiled:
         loss = torch.compile(loss)
     trainer = TrainStep(loss, opt, amp_dtype=torch.bfloat16, params=list(model.parameters()))
-    nxt = _rotating(batches)
+    nxt = itertools.cycle(batches).__next__
     model.train()
     return model, lambda: trainer.step([nxt()], 1)
 

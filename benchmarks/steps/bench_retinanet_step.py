@@ -16,6 +16,7 @@ torch.utils.flop_counter on the reference model at batch 1).
 """
 from __future__ import annotations
 
+import itertools
 import pytest
 import torch
 
@@ -51,16 +52,6 @@ def _batches(device: str, cfg=CLOSED, batch: int = B, rotate: int = ROTATE):
     return out
 
 
-def _rotating(batches):
-    i = 0
-
-    def nxt():
-        nonlocal i
-        i += 1
-        return batches[i % len(batches)]
-    return nxt
-
-
 def _as_lists(batch):
     """The padded targets as the reference's list of per-image dicts."""
     x, boxes, labels, counts = batch
@@ -74,7 +65,7 @@ def reference_step(batches, cfg=CLOSED, device: str = "cuda", amp: bool = True):
     model = model.to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     lists = [_as_lists(b) for b in batches]  # made once: the reference's loader yields lists
-    nxt = _rotating(lists)
+    nxt = itertools.cycle(lists).__next__
     model.train()
 
     def step():
@@ -95,7 +86,7 @@ def ours_step(batches, cfg=CLOSED, device: str = "cuda", amp: bool = True):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = FusedAdam(params, lr=cfg.lr, adam_w_mode=False)
     trainer = TrainStep(model, opt, amp_dtype=torch.bfloat16 if amp else None, params=params)
-    nxt = _rotating(batches)
+    nxt = itertools.cycle(batches).__next__
     model.train()
     return model, lambda: trainer.step([nxt()], 1)
 

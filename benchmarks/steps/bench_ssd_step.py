@@ -15,6 +15,7 @@ measured bf16 matrix rate. Rows report the time of one step; images/s = 128 / st
 """
 from __future__ import annotations
 
+import itertools
 import pytest
 import torch
 
@@ -64,23 +65,13 @@ def _batches(device: str, batch: int = BATCH, size: int = SIZE, rotate: int = RO
     return out, d_ref
 
 
-def _rotating(batches):
-    i = 0
-
-    def nxt():
-        nonlocal i
-        i += 1
-        return batches[i % len(batches)]
-    return nxt
-
-
 def reference_step(batches, d_ref, device: str = "cuda", num_classes: int = CLOSED.num_classes,
                    model: torch.nn.Module | None = None):
     model = (model if model is not None else R.SSD300(num_classes)).to(device)
     loss_fn = R.ReferenceLoss(d_ref).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=CLOSED.momentum,
                           weight_decay=CLOSED.weight_decay)
-    nxt = _rotating(batches)
+    nxt = itertools.cycle(batches).__next__
     model.train()
 
     def step():
@@ -103,7 +94,7 @@ def ours_step(batches, compiled: bool, device: str = "cuda", cfg=CLOSED):
     if compiled:
         loss = torch.compile(loss)
     trainer = TrainStep(loss, opt, amp_dtype=torch.bfloat16, params=list(model.parameters()))
-    nxt = _rotating(batches)
+    nxt = itertools.cycle(batches).__next__
     model.train()
 
     def step():

@@ -237,6 +237,17 @@ class Workload(abc.ABC):
         """Raise DataError naming what is missing or malformed in ``data_dir``. Runs before the
         run writes anything. Without a data dir the workload uses its embedded data."""
 
+    def per_process_batch(self) -> int:
+        """Each process's share of the global batch (ValueError if it does not divide evenly)."""
+        gbs, world = self.config.global_batch_size, self.ctx.world_size
+        if gbs % world:
+            raise ValueError(f"global_batch_size {gbs} is not divisible by the {world} processes")
+        return gbs // world
+
+    def compile_wanted(self, setting: str) -> bool:
+        """A configuration's ``compile`` setting ("auto": on CUDA, "on", "off") for this run."""
+        return setting == "on" or (setting == "auto" and self.ctx.device.type == "cuda")
+
     # -- data ----------------------------------------------------------------------------------
     def embedded_data(self) -> str:
         """Build (once: through data/cache.py) the embedded data set of this configuration and

@@ -7,14 +7,15 @@ def test_step_smoke_runs_both_steps():
     _bench("bench_resnet_step").smoke()
 
 
-def test_input_bench_data_and_batches(tmp_path):
+def test_input_bench_data_and_epochs(tmp_path):
     bench = _bench("bench_resnet_input")
     from mlperf_fast.workloads.resnet.data import open_split
 
-    bench.N = 8
+    bench.N, bench.REPEAT = 8, 2
     images = open_split(bench.imagenet_like(str(tmp_path)), "train", log=lambda m: None)
-    assert len(images) == 8
+    assert len(images) == 16  # each file listed twice (hard links)
     bench.BATCH = 4
-    x, y = next(bench.endless(images, 0))
-    assert x.shape == (4, 3, 224, 224) and y.shape == (4,)
+    for workers in (0, 2):
+        run = bench.epochs(images, workers)
+        assert run() == run() == 16  # whole epochs, the second through the kept workers
     assert 0 in bench.worker_counts()

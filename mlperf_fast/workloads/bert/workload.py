@@ -104,9 +104,7 @@ class BertWorkload(ModelOptimizerState, Workload):
 
     def __init__(self, config: BertConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        if config.global_batch_size % ctx.world_size:
-            raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
-                             f"the {ctx.world_size} processes")
+        self.per_process_batch()  # refuses a batch that does not divide
         self._shards: dict[int, Any] = {}
         self._eval = None
 
@@ -185,7 +183,7 @@ class BertWorkload(ModelOptimizerState, Workload):
         }
 
     def _accumulation(self) -> int:
-        per = self.config.global_batch_size // self.ctx.world_size
+        per = self.per_process_batch()
         mb = self.config.micro_batch or per
         if per % mb:
             raise ValueError(f"micro_batch {mb} does not divide the per-process batch {per}")

@@ -50,9 +50,7 @@ class DLRMWorkload(ModelOptimizerState, Workload):
 
     def __init__(self, config: DLRMConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        if config.global_batch_size % ctx.world_size:
-            raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
-                             f"the {ctx.world_size} processes")
+        self.per_process_batch()  # refuses a batch that does not divide
 
     # -- data ----------------------------------------------------------------------------
     def embedded_data(self) -> str:

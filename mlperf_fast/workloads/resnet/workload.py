@@ -71,9 +71,7 @@ class ResNetWorkload(ModelOptimizerState, Workload):
 
     def __init__(self, config: ResNetConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        if config.global_batch_size % ctx.world_size:
-            raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
-                             f"the {ctx.world_size} processes")
+        self.per_process_batch()  # refuses a batch that does not divide
         self._splits: tuple[Any, Any] | None = None
 
     # -- data ----------------------------------------------------------------------------
@@ -111,7 +109,7 @@ class ResNetWorkload(ModelOptimizerState, Workload):
             "train_samples": len(train),
             "eval_samples": len(val),
             # batch norm's statistics are over each process's slice (no group batch norm)
-            "model_bn_span": cfg.global_batch_size // self.ctx.world_size,
+            "model_bn_span": self.per_process_batch(),
             "opt_learning_rate_warmup_epochs": cfg.warmup_epochs,
             f"{o}_opt_base_learning_rate": cfg.lr,
             f"{o}_opt_end_learning_rate": cfg.end_lr,
@@ -124,10 +122,6 @@ class ResNetWorkload(ModelOptimizerState, Workload):
             hp["lars_opt_learning_rate_warmup_epochs"] = cfg.warmup_epochs
             hp["lars_epsilon"] = cfg.lars_epsilon
         return hp
-
-    def _compiled(self) -> bool:
-        c = self.config.compile
-        return c == "on" or (c == "auto" and self.ctx.device.type == "cuda")
 
     def build(self) -> None:
         from functools import partial
@@ -178,7 +172,7 @@ class ResNetWorkload(ModelOptimizerState, Workload):
         else:
             self.optimizer = ReferenceSGD(self.model, cfg.lr, cfg.momentum, cfg.weight_decay)
         loss = ctx.wrap_model(ClassificationLoss(self.model, cfg.label_smoothing))
-        if self._compiled():
+        if self.compile_wanted(self.config.compile):
             loss = torch.compile(loss)
         amp = torch.bfloat16 if ctx.device.type == "cuda" else None
         self.trainer = TrainStep(loss, self.optimizer, amp_dtype=amp,
@@ -191,7 +185,7 @@ class ResNetWorkload(ModelOptimizerState, Workload):
                 f"{sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters, "
                 f"{cfg.optimizer.upper()}, {self.steps_per_epoch} steps per epoch, device "
                 f"{ctx.device}, input: {inputs}"
-                + (", compiled" if self._compiled() else ""))
+                + (", compiled" if self.compile_wanted(self.config.compile) else ""))
 
     def log_weights_initialization(self, log: Any) -> None:
         with torch.device("meta"):

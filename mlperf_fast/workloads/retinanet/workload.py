@@ -76,9 +76,7 @@ class RetinaNetWorkload(ModelOptimizerState, Workload):
 
     def __init__(self, config: RetinaNetConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        if config.global_batch_size % ctx.world_size:
-            raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
-                             f"the {ctx.world_size} processes")
+        self.per_process_batch()  # refuses a batch that does not divide
         self._sets: tuple[Any, Any] | None = None
 
     # -- data ----------------------------------------------------------------------------
@@ -121,10 +119,6 @@ class RetinaNetWorkload(ModelOptimizerState, Workload):
             "eval_samples": len(val),
         }
 
-    def _compiled(self) -> bool:
-        c = self.config.compile
-        return c == "on" or (c == "auto" and self.ctx.device.type == "cuda")
-
     def build(self) -> None:
         from mlperf_fast.data.coco import DetectionDataset
         from mlperf_fast.data.loader import default_workers
@@ -151,7 +145,7 @@ class RetinaNetWorkload(ModelOptimizerState, Workload):
         self.optimizer = FusedAdam(params, lr=cfg.lr, adam_w_mode=False,
                                    weight_decay=cfg.weight_decay)
         loss = ctx.wrap_model(self.model)
-        if self._compiled():
+        if self.compile_wanted(self.config.compile):
             loss = torch.compile(loss)
         amp = torch.bfloat16 if ctx.device.type == "cuda" else None
         self.trainer = TrainStep(loss, self.optimizer, amp_dtype=amp, params=params,

@@ -58,9 +58,7 @@ class SSDWorkload(ModelOptimizerState, Workload):
 
     def __init__(self, config: SSDConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        if config.global_batch_size % ctx.world_size:
-            raise ValueError(f"global_batch_size {config.global_batch_size} is not divisible by "
-                             f"the {ctx.world_size} processes")
+        self.per_process_batch()  # refuses a batch that does not divide
         self._splits: tuple[Any, Any] | None = None
 
     # -- data ----------------------------------------------------------------------------
@@ -103,7 +101,7 @@ class SSDWorkload(ModelOptimizerState, Workload):
             "train_samples": len(train),
             "eval_samples": len(val),
             # batch norm's statistics are over each process's slice (no group batch norm)
-            "model_bn_span": cfg.global_batch_size // self.ctx.world_size,
+            "model_bn_span": self.per_process_batch(),
             "opt_base_learning_rate": cfg.base_lr,
             "opt_weight_decay": cfg.weight_decay,
             "opt_learning_rate_warmup_steps": cfg.warmup_steps(len(train)),
@@ -111,10 +109,6 @@ class SSDWorkload(ModelOptimizerState, Workload):
             "opt_learning_rate_decay_boundary_epochs": list(cfg.decay_epochs),
             "max_samples": cfg.crop_iterations,
         }
-
-    def _compiled(self) -> bool:
-        c = self.config.compile
-        return c == "on" or (c == "auto" and self.ctx.device.type == "cuda")
 
     def build(self) -> None:
         from mlperf_fast.data.loader import default_workers
@@ -138,7 +132,7 @@ class SSDWorkload(ModelOptimizerState, Workload):
         self.optimizer = FusedSGD(self.model.parameters(), lr=cfg.base_lr, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay)
         loss = ctx.wrap_model(DetectionLoss(self.model, cfg.neg_ratio))
-        if self._compiled():
+        if self.compile_wanted(self.config.compile):
             loss = torch.compile(loss)
         self.trainer = TrainStep(loss, self.optimizer, amp_dtype=torch.bfloat16 if cuda else None,
                                  params=list(self.model.parameters()),
@@ -151,7 +145,7 @@ class SSDWorkload(ModelOptimizerState, Workload):
                 f"{self.steps_per_epoch} steps per epoch, {self.warmup} warmup steps, device "
                 f"{ctx.device}, input: PyTorch "
                 + (f"in {self.workers} worker processes" if self.workers else "on a thread")
-                + (", compiled" if self._compiled() else ""))
+                + (", compiled" if self.compile_wanted(self.config.compile) else ""))
 
     def _lr(self, step: int) -> float:
         cfg = self.config
