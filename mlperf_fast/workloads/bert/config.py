@@ -78,6 +78,11 @@ class BertConfig(WorkloadConfig):
     #: the embedded data set (used only without a data dir): see synth.py
     embedded: bool = False
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.layout not in ("packed", "padded"):
+            raise ValueError(f"layout must be 'packed' or 'padded', got {self.layout!r}")
+
 
 CLOSED = BertConfig(
     name="closed",

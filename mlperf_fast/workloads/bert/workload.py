@@ -197,8 +197,6 @@ class BertWorkload(ModelOptimizerState, Workload):
             self.hyperparameters()
         self.stream = pipeline.SampleStream(self.counts, ctx.seed)
         torch.manual_seed(ctx.seed)
-        if cfg.layout not in ("packed", "padded"):
-            raise ValueError(f"bert: layout must be packed or padded, got {cfg.layout!r}")
         self.model = BertForPreTraining(model_config(cfg, self.vocab_size()),
                                         unpad=cfg.layout == "packed").to(ctx.device)
         if cfg.init_checkpoint:
