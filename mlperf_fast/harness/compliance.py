@@ -57,7 +57,7 @@ def _captured() -> Iterator[_Capture]:
         root.setLevel(old_level)
 
 
-def _rules_dir(ruleset: str) -> str:
+def _rules_dir(ruleset: str = RULESET) -> str:
     return os.path.join(os.path.dirname(mlp_compliance.__file__), f"training_{ruleset}")
 
 
