@@ -5,6 +5,8 @@ semantics, and picks its backend (native C++/CUDA, Triton, or PyTorch) from its 
 backend table of ``mlperf_fast.ops._library`` (``OPS``). TorchScript is not supported (it is
 deprecated in torch): use torch.compile, which traces every op.
 """
+from mlperf_fast.ops.bias_dropout_add_layer_norm import bias_dropout_add_layer_norm
+from mlperf_fast.ops.bias_gelu import bias_gelu
 from mlperf_fast.ops.box_decode import box_decode
 from mlperf_fast.ops.box_iou import box_iou
 from mlperf_fast.ops.dot_interaction import dot_interaction
@@ -35,6 +37,8 @@ __all__ = [
     "TableLayout",
     "adam_step",
     "batched_nms",
+    "bias_dropout_add_layer_norm",
+    "bias_gelu",
     "box_decode",
     "box_iou",
     "dot_interaction",

@@ -8,6 +8,7 @@ registered.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -82,6 +83,35 @@ def _(inputs, targets, alpha, gamma, reduction):
 @fake("sigmoid_focal_loss_triton_backward")
 def _(grad, inputs, targets, alpha, gamma, reduction):
     return torch.empty_like(inputs, memory_format=torch.contiguous_format)
+
+
+# --------------------------------------------------------------------------------- BERT
+
+
+@fake("bias_gelu_triton")
+def _(x, bias, approximate):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@fake("bias_gelu_triton_backward")
+def _(grad, x, bias, approximate):
+    return torch.empty_like(x, memory_format=torch.contiguous_format), bias.new_empty(bias.shape)
+
+
+@fake("bias_dropout_add_layer_norm_triton")
+def _(x, bias, residual, weight, ln_bias, p, eps, seed):
+    rows = math.prod(x.shape[:-1])
+    stats = {"dtype": acc_dtype(x.dtype), "device": x.device}
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty(rows, **stats), torch.empty(rows, **stats))
+
+
+@fake("bias_dropout_add_layer_norm_triton_backward")
+def _(grad, x, bias, residual, weight, ln_bias, mean, rstd, p, seed):
+    return (torch.empty_like(x, memory_format=torch.contiguous_format),
+            bias.new_empty(bias.shape),
+            torch.empty_like(residual, memory_format=torch.contiguous_format),
+            weight.new_empty(weight.shape), ln_bias.new_empty(ln_bias.shape))
 
 
 # --------------------------------------------------------------------------------- DLRM

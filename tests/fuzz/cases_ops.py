@@ -15,6 +15,8 @@ import torch
 from fuzz_runner import Case
 
 import mlperf_fast.ops as ops
+from mlperf_fast.ops.bias_dropout_add_layer_norm import bias_dropout_add_layer_norm_torch
+from mlperf_fast.ops.bias_gelu import bias_gelu_torch
 from mlperf_fast.ops.box_decode import box_decode_torch
 from mlperf_fast.ops.box_iou import box_iou_torch
 from mlperf_fast.ops.match_boxes import match_boxes_torch
@@ -200,6 +202,84 @@ bad("sigmoid_focal_loss reduction", lambda: ops.sigmoid_focal_loss(_x, _t, reduc
 bad("sigmoid_focal_loss shapes", lambda: ops.sigmoid_focal_loss(_x, _t[:2]), VALUE, "targets")
 bad("sigmoid_focal_loss int targets", lambda: ops.sigmoid_focal_loss(_x, _t.long()), TYPE,
     "targets")
+
+# ------------------------------------------------------------------------------ BERT bias + GELU
+
+_bx, _bb = torch.randn(6, 9, generator=gen(13)), torch.randn(9, generator=gen(14))
+for approx in ("tanh", "none"):
+    ok(f"bias_gelu {approx}", lambda a=approx: close(ops.bias_gelu(_bx, _bb, a),
+                                                    bias_gelu_torch(_bx, _bb, a)))
+ok("bias_gelu bf16 x, float32 bias", lambda: close(
+    ops.bias_gelu(_bx.bfloat16(), _bb), bias_gelu_torch(_bx.bfloat16(), _bb)))
+ok("bias_gelu zero rows", lambda: ops.bias_gelu(_bx[:0], _bb).shape == (0, 9) or None)
+ok("bias_gelu non-contiguous", lambda: close(ops.bias_gelu(_bx.t(), _bx[:, 0]),
+                                             bias_gelu_torch(_bx.t().contiguous(), _bx[:, 0])))
+bad("bias_gelu bias length", lambda: ops.bias_gelu(_bx, _bb[:4]), VALUE, "bias")
+bad("bias_gelu bias 2-D", lambda: ops.bias_gelu(_bx, _bb[None]), VALUE, "bias")
+bad("bias_gelu 0-dim x", lambda: ops.bias_gelu(torch.tensor(1.0), _bb[:1]), VALUE, "x")
+bad("bias_gelu int x", lambda: ops.bias_gelu(_bx.long(), _bb), TYPE, "x")
+bad("bias_gelu bool bias", lambda: ops.bias_gelu(_bx, _bb > 0), TYPE, "bias")
+bad("bias_gelu list x", lambda: ops.bias_gelu(_bx.tolist(), _bb), TYPE, "x")
+bad("bias_gelu approximate", lambda: ops.bias_gelu(_bx, _bb, "fast"), VALUE, "approximate")
+bad("bias_gelu meta x", lambda: ops.bias_gelu(_bx.to(META), _bb), VALUE, "x", "meta")
+bad("bias_gelu meta bias", lambda: ops.bias_gelu(_bx, _bb.to(META)), VALUE, "bias", "meta")
+bad("bias_gelu backend", lambda: ops.bias_gelu(_bx, _bb, backend="cuda"), VALUE, "backend")
+
+# ------------------------------------------------------------------------------ BERT LayerNorm
+
+_lx, _lr = torch.randn(3, 2, 8, generator=gen(15)), torch.randn(3, 2, 8, generator=gen(16))
+_lb, _lw, _llb = (torch.randn(8, generator=gen(17 + i)) for i in range(3))
+
+
+def _ln(**over):
+    a = dict(x=_lx, bias=_lb, residual=_lr, weight=_lw, ln_bias=_llb, p=0.1, training=True,
+             eps=1e-12)
+    a.update(over)
+    return ops.bias_dropout_add_layer_norm(**a)
+
+
+def _ln_ref(**over):
+    a = dict(x=_lx, bias=_lb, residual=_lr, weight=_lw, ln_bias=_llb, p=0.1, training=False,
+             eps=1e-12)
+    a.update(over)
+    return bias_dropout_add_layer_norm_torch(**a)
+
+
+ok("bias_dropout_add_layer_norm eval", lambda: close(_ln(training=False), _ln_ref()))
+ok("bias_dropout_add_layer_norm p 0", lambda: close(_ln(p=0.0), _ln_ref()))
+ok("bias_dropout_add_layer_norm p 0.5 train finite",
+   lambda: torch.isfinite(_ln(p=0.5, seed=3)).all().item() or None)
+ok("bias_dropout_add_layer_norm bf16", lambda: close(
+    _ln(x=_lx.bfloat16(), residual=_lr.bfloat16(), training=False),
+    _ln_ref(x=_lx.bfloat16(), residual=_lr.bfloat16())))
+ok("bias_dropout_add_layer_norm zero rows",
+   lambda: _ln(x=_lx[:0], residual=_lr[:0]).shape == (0, 2, 8) or None)
+ok("bias_dropout_add_layer_norm H 1", lambda: close(
+    _ln(x=_lx[..., :1], residual=_lr[..., :1], bias=_lb[:1], weight=_lw[:1], ln_bias=_llb[:1],
+        training=False), _llb[:1].expand(3, 2, 1)))
+bad("bias_dropout_add_layer_norm residual shape", lambda: _ln(residual=_lr[:1]), VALUE,
+    "residual")
+bad("bias_dropout_add_layer_norm bias length", lambda: _ln(bias=_lb[:3]), VALUE, "bias")
+bad("bias_dropout_add_layer_norm weight 2-D", lambda: _ln(weight=_lw[None]), VALUE, "weight")
+bad("bias_dropout_add_layer_norm int ln_bias", lambda: _ln(ln_bias=_llb.long()), TYPE,
+    "ln_bias")
+bad("bias_dropout_add_layer_norm 0-dim x", lambda: _ln(x=torch.tensor(1.0)), VALUE, "x")
+bad("bias_dropout_add_layer_norm p 1", lambda: _ln(p=1.0), VALUE, "p")
+bad("bias_dropout_add_layer_norm p < 0", lambda: _ln(p=-0.5), VALUE, "p")
+bad("bias_dropout_add_layer_norm p NaN", lambda: _ln(p=math.nan), VALUE, "p")
+bad("bias_dropout_add_layer_norm eps 0", lambda: _ln(eps=0.0), VALUE, "eps")
+bad("bias_dropout_add_layer_norm eps NaN", lambda: _ln(eps=math.nan), VALUE, "eps")
+bad("bias_dropout_add_layer_norm eps inf", lambda: _ln(eps=math.inf), VALUE, "eps")
+bad("bias_dropout_add_layer_norm training int", lambda: _ln(training=1), TYPE, "training")
+bad("bias_dropout_add_layer_norm seed < 0", lambda: _ln(seed=-3), VALUE, "seed")
+bad("bias_dropout_add_layer_norm seed float", lambda: _ln(seed=2.0), TYPE, "seed")
+bad("bias_dropout_add_layer_norm seed tensor int32", lambda: _ln(seed=torch.tensor([1],
+    dtype=torch.int32)), TYPE, "seed")
+bad("bias_dropout_add_layer_norm meta x", lambda: _ln(x=_lx.to(META)), VALUE, "x", "meta")
+bad("bias_dropout_add_layer_norm meta residual", lambda: _ln(residual=_lr.to(META)), VALUE,
+    "residual", "meta")
+bad("bias_dropout_add_layer_norm meta weight", lambda: _ln(weight=_lw.to(META)), VALUE,
+    "weight", "meta")
 
 # ------------------------------------------------------------------------------ retinanet
 

@@ -123,6 +123,12 @@ def _joint_loss(grad):
     return (f, g, w, b, targets, t_len, u_len, 4, -1.0, "mean", 0.0, 1 << 20, "cublas", needs)
 
 
+def _ln_args(grad: bool, p: float):
+    x, r = _g(torch.randn(2, 3, 8), grad), _g(torch.randn(2, 3, 8), grad)
+    b, w, lb = (_g(torch.randn(8), grad) for _ in range(3))
+    return x, b, r, w, lb, p, 1e-5, torch.tensor([5]) if p else None
+
+
 def _focal(grad):
     return (_g(torch.randn(4, 6), grad), torch.randint(0, 2, (4, 6)).float(), 0.25, 2.0, "mean")
 
@@ -169,6 +175,9 @@ SAMPLES = {
     "tbe_forward_triton": lambda grad: (lambda w, wo, do, h, i, o: (
         w.detach(), wo, do, i, o, False, None, _LAYOUT.total_D, _LAYOUT.max_D))(*_tbe(grad)),
     "sigmoid_focal_loss_triton": _focal,
+    "bias_dropout_add_layer_norm_triton": lambda grad: _ln_args(grad, 0.25),
+    "bias_gelu_triton": lambda grad: (_g(torch.randn(5, 3, 7), grad), _g(torch.randn(7), grad),
+                                      "tanh"),
     "rnnt_loss_triton": lambda grad: (*_lattice(grad), 4, -1.0, True),
     "rnnt_loss_torch": lambda grad: (*_lattice(grad), 4, -1.0, True),
     "rnnt_loss_packed_triton": lambda grad: (*_packed(grad), 3, 3, 4, -1.0, True),
@@ -262,6 +271,9 @@ def _public_samples():
         "nms_padded": (ops.nms_padded, (_boxes(10, 2), torch.rand(2, 10)),
                        {"max_detections": 5}),
         "sigmoid_focal_loss": (ops.sigmoid_focal_loss, _focal(False)[:2], {"reduction": "sum"}),
+        "bias_gelu": (ops.bias_gelu, (torch.randn(5, 7), torch.randn(7)), {}),
+        "bias_dropout_add_layer_norm": (ops.bias_dropout_add_layer_norm,
+                                        _ln_args(False, 0.0)[:5] + (0.1, False, 1e-5), {}),
         "retinanet_postprocess": (ops.retinanet_postprocess, (
             torch.randn(2, 12, 3), torch.randn(2, 12, 4), _boxes(12),
             torch.tensor([[20, 20], [15, 18]]), [8, 4]), {"detections_per_img": 5,
