@@ -61,6 +61,18 @@ def _rules_dir(ruleset: str = RULESET) -> str:
     return os.path.join(os.path.dirname(mlp_compliance.__file__), f"training_{ruleset}")
 
 
+def rules_path(name: str, ruleset: str = RULESET) -> str:
+    """The path of one of the checker's rule files (``name``, e.g. "closed_ssd.yaml") of the
+    training round ``ruleset``."""
+    return os.path.join(_rules_dir(ruleset), name)
+
+
+def load_rules(name: str, ruleset: str = RULESET) -> list[dict]:
+    """The records of the rule file ``name`` of round ``ruleset`` (see :func:`rules_path`)."""
+    with open(rules_path(name, ruleset)) as f:
+        return yaml.safe_load(f)
+
+
 def _common_rules(benchmark: str, out_dir: str, ruleset: str) -> str:
     """Write the package's common and division rules, with submission_benchmark accepting
     ``benchmark`` and enqueueing nothing more, into ``out_dir``; return the entry file."""

@@ -240,8 +240,8 @@ class ToyClosedSSD(ToyWorkload):
     def log_weights_initialization(self, log) -> None:
         import re
 
-        from mlperf_fast.harness.compliance import _rules_dir
+        from mlperf_fast.harness.compliance import rules_path
 
-        with open(os.path.join(_rules_dir(), "closed_ssd.yaml")) as f:
+        with open(rules_path("closed_ssd.yaml")) as f:
             for name in re.findall(r'"(module\.[^"]+)"', f.read()):
                 log.event("weights_initialization", metadata={"tensor": name})

@@ -12,7 +12,6 @@ import sys
 
 import pytest
 import torch
-import yaml
 
 from mlperf_fast.harness import RunOptions, run_workload
 from mlperf_fast.harness.workload import DataError, Metric, RunContext, Schedule
@@ -41,12 +40,9 @@ def _cache(tmp_path, monkeypatch):
 
 
 def _rules(name: str) -> list[dict]:
-    import mlperf_logging
+    from mlperf_fast.harness.compliance import load_rules
 
-    path = os.path.join(os.path.dirname(mlperf_logging.__file__), "compliance_checker",
-                        "training_2.1.0", name)
-    with open(path) as f:
-        return yaml.safe_load(f)
+    return load_rules(name)
 
 
 @pytest.mark.slow
