@@ -35,6 +35,13 @@ def rng_seed(request) -> int:
     return seed
 
 
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch) -> None:
+    """The data cache (MLPERF_FAST_CACHE) in the test's own folder: embedded sets are built
+    afresh and nothing is left in, or read from, the user's cache."""
+    monkeypatch.setenv("MLPERF_FAST_CACHE", str(tmp_path / "cache"))
+
+
 @dataclass(frozen=True)
 class Backend:
     """One way of running an op: ``name`` is the ops' ``backend=`` argument."""

@@ -25,9 +25,7 @@ class TinyDLRM(DLRMWorkload):
         return {"tiny": TINY}
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLPERF_FAST_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_reaches_target_with_compliant_log(tmp_path):

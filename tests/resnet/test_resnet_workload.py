@@ -34,9 +34,7 @@ class TinyResNet(ResNetWorkload):
         return {"tiny": TINY}
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLPERF_FAST_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _rules(name: str) -> list[dict]:

@@ -27,9 +27,7 @@ class TinySSD(SSDWorkload):
         return {"tiny": TINY}
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLPERF_FAST_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.mark.slow
