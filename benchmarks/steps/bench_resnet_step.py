@@ -16,6 +16,7 @@ matrix rate. Rows report the time of one step; images/s = 400 / step time.
 from __future__ import annotations
 
 import itertools
+
 import pytest
 import torch
 

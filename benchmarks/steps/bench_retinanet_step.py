@@ -17,6 +17,7 @@ torch.utils.flop_counter on the reference model at batch 1).
 from __future__ import annotations
 
 import itertools
+
 import pytest
 import torch
 

@@ -16,6 +16,7 @@ measured bf16 matrix rate. Rows report the time of one step; images/s = 128 / st
 from __future__ import annotations
 
 import itertools
+
 import pytest
 import torch
 
@@ -144,15 +145,7 @@ def smoke() -> None:
     batches, d_ref = _batches("cpu", batch=2, size=cfg.image_size, cfg=cfg)
     trunk = Trunk(cfg.blocks, cfg.widths, cfg.stem)
 
-    class Wrap(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.t = trunk
-
-        def forward(self, x):
-            return [self.t(x)]
-
-    ref = R.SSD300(cfg.num_classes, trunk=Wrap(), trunk_channels=cfg.widths[-1],
+    ref = R.SSD300(cfg.num_classes, trunk=R.FeatureList(trunk), trunk_channels=cfg.widths[-1],
                    extras=cfg.extras, num_defaults=cfg.num_defaults)
     for build in (lambda: reference_step(batches, d_ref, "cpu", cfg.num_classes, model=ref),
                   lambda: ours_step(batches, compiled=False, device="cpu", cfg=cfg)):

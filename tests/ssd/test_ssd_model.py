@@ -95,15 +95,7 @@ def _small_pair(cfg=EMBEDDED, seed: int = 0):
     torch.manual_seed(seed)
     trunk = Trunk(cfg.blocks, cfg.widths, cfg.stem)
 
-    class Wrap(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.t = trunk
-
-        def forward(self, x):
-            return [self.t(x)]
-
-    ref = R.SSD300(cfg.num_classes, trunk=Wrap(), trunk_channels=cfg.widths[-1],
+    ref = R.SSD300(cfg.num_classes, trunk=R.FeatureList(trunk), trunk_channels=cfg.widths[-1],
                    extras=cfg.extras, num_defaults=cfg.num_defaults).double()
     model = SSD(cfg.num_classes, cfg.blocks, cfg.widths, cfg.stem, cfg.extras,
                 cfg.num_defaults).double()

@@ -70,6 +70,19 @@ SSD300_EXTRAS = ((256, 512, 2, 1), (256, 512, 2, 1), (128, 256, 2, 1), (128, 256
 SSD300_DEFAULTS = (4, 6, 6, 6, 4, 4)
 
 
+class FeatureList(nn.Module):
+    """``trunk`` (a module returning one feature map) in the form SSD300 takes its trunk:
+    returning ``[features]``. Used to put the reference's head over a smaller trunk (the
+    embedded geometry)."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.t = trunk
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.t(x)]
+
+
 class SSD300(nn.Module):
     """ssd300.py ``SSD300``. ``trunk``: a module returning ``[features]`` (default: the
     ResNet-34 trunk), ``trunk_channels`` its channels; ``extras``/``num_defaults``: the
