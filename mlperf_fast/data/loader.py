@@ -74,17 +74,6 @@ def _ahead_on_thread(make_batch: Callable[[K], B], keys: Sequence[K], depth: int
             yield pending.popleft().result()
 
 
-class _Keys(torch.utils.data.Dataset):
-    def __init__(self, make_batch: Callable[[Any], Any], keys: Sequence[Any]) -> None:
-        self.make_batch, self.keys = make_batch, keys
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.make_batch(self.keys[i])
-
-
 class _KeySampler(torch.utils.data.Sampler):
     """The keys of the current call; the DataLoader hands each to a worker as its "index"."""
 
@@ -99,6 +88,9 @@ class _KeySampler(torch.utils.data.Sampler):
 
 
 class _ByKey(torch.utils.data.Dataset):
+    """``make_batch`` as a dataset indexed by the keys themselves, which the DataLoader's sampler
+    (the keys, in order) hands to the workers one by one."""
+
     def __init__(self, make_batch: Callable[[Any], Any]) -> None:
         self.make_batch = make_batch
 
@@ -162,7 +154,7 @@ def load_ahead(make_batch: Callable[[K], B], keys: Sequence[K], workers: int | W
     import multiprocessing
 
     loader = torch.utils.data.DataLoader(
-        _Keys(make_batch, keys), batch_size=None, shuffle=False,
+        _ByKey(make_batch), batch_size=None, sampler=list(keys),
         num_workers=min(workers, len(keys)), prefetch_factor=depth, pin_memory=pin_memory,
         multiprocessing_context=multiprocessing.get_context("fork"))
     yield from loader
