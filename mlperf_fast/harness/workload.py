@@ -205,6 +205,7 @@ class Workload(abc.ABC):
     def __init__(self, config: WorkloadConfig, ctx: RunContext) -> None:
         self.config = config
         self.ctx = ctx
+        self._data_root: str | None = None  # data_dir(), once asked
 
     # -- configuration -----------------------------------------------------------------------
     @classmethod
@@ -257,7 +258,7 @@ class Workload(abc.ABC):
 
     def data_dir(self) -> str:
         """The data set's folder: ``--data-dir``, else :meth:`embedded_data` (asked once)."""
-        if getattr(self, "_data_root", None) is None:
+        if self._data_root is None:
             self._data_root = (self.ctx.data_dir if self.ctx.data_dir is not None
                                else self.embedded_data())
         return self._data_root

@@ -36,7 +36,6 @@ class RNNTWorkload(Workload):
 
     def __init__(self, config: RNNTConfig, ctx: RunContext) -> None:
         super().__init__(config, ctx)
-        self._root: str | None = None
         self._train: list[data.Sample] | None = None
         self._eval: list[data.Sample] | None = None
 
@@ -66,10 +65,10 @@ class RNNTWorkload(Workload):
     def _samples(self) -> tuple[list[data.Sample], list[data.Sample]]:
         if self._train is None:
             cfg = self.config.data
-            self._root = self.data_dir()
-            train = [s for split in cfg.train_splits for s in data.read_split(self._root, split)]
+            root = self.data_dir()
+            train = [s for split in cfg.train_splits for s in data.read_split(root, split)]
             self._train = [s for s in train if s.duration <= cfg.max_duration]
-            self._eval = data.read_split(self._root, cfg.eval_split)
+            self._eval = data.read_split(root, cfg.eval_split)
         return self._train, self._eval
 
     def _tokenizer(self, train: list[data.Sample]) -> data.Tokenizer:
