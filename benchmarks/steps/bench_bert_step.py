@@ -7,7 +7,9 @@ Rows, on the same batch in the same run:
 - Hugging Face transformers' ``BertForPreTraining`` (SDPA attention, bf16 autocast, padded) with
   the same FusedLAMB: the model most PyTorch users train;
 - ours (workloads/bert/model.py): the MLM head on the masked positions only, unpadded
-  (packed) attention, bf16 autocast, FusedLAMB, through the harness's TrainStep.
+  (packed) attention, bf16 autocast, FusedLAMB, through the harness's TrainStep; three rows
+  (``OURS``): attention over a padded buffer or FlashAttention's varlen kernel, the fused
+  bias-GELU and bias-dropout-residual-LayerNorm ops on their torch or Triton backends.
 
 Lengths: the writer's rules (writer.py) fill a sequence to 509 tokens + 3 unless a document ends
 first, and draw a short target (uniform in [2, 509]) one time in ten; the lengths here are drawn
@@ -31,6 +33,10 @@ from mlperf_fast.workloads.bert.reference import BERT_LARGE, ReferenceBertForPre
 from mlperf_fast.workloads.bert.workload import PretrainingLoss, lamb_groups
 
 B, S, P = 56, 512, 76
+# (attention, op_backend) of the rows of ours: the padded-buffer attention with the ops' torch
+# backends (the first configuration measured), FlashAttention's varlen kernel, and that with the
+# Triton kernels of bias_gelu and bias_dropout_add_layer_norm
+OURS = (("padded", "torch"), ("flash", "torch"), ("flash", "triton"))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -133,8 +139,11 @@ def test_bert_large_training_step(measure):
                      "baseline", lambda: _HFLoss(BERT_LARGE, tr)))
     except ImportError:
         pass
-    rows.append(("mlperf_fast BERT (unpadded, MLM on masked positions), bf16, FusedLAMB",
-                 "ours", lambda: PretrainingLoss(BertForPreTraining(BERT_LARGE, unpad=True))))
+    for attention, ops in OURS:
+        rows.append(((f"mlperf_fast BERT (unpadded, MLM on masked positions, {attention} "
+                      f"attention, {ops} fused ops), bf16, FusedLAMB"), "ours",
+                     lambda a=attention, o=ops: PretrainingLoss(
+                         BertForPreTraining(BERT_LARGE, unpad=True, attention=a, op_backend=o))))
     for impl, role, build in rows:
         _measure_one(measure, group, impl, role, build, data, shape, flops)
         torch.cuda.empty_cache()

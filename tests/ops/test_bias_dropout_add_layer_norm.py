@@ -138,20 +138,6 @@ def test_constant_rows(ln_backend):
     torch.testing.assert_close(out, t["ln_bias"].expand(4, 16))
 
 
-def test_torch_backend_is_the_model_formula(rng_seed):
-    from mlperf_fast.workloads.bert import model
-
-    gen = torch.Generator().manual_seed(rng_seed)
-    for dtype in DTYPES:
-        t = make(gen, (6, 11), dtype, "cpu", param_dtype=torch.float32)
-        for p, training in ((0.0, True), (0.1, False), (0.1, True)):
-            torch.manual_seed(rng_seed)
-            got = bias_dropout_add_layer_norm(*t.values(), p, training, EPS, backend="torch")
-            torch.manual_seed(rng_seed)
-            want = model.bias_dropout_add_layer_norm(*t.values(), p, training, EPS)
-            assert torch.equal(got, want), (dtype, p, training)
-
-
 # -------------------------------------------------------------------------- dropout (Triton)
 
 @pytest.fixture

@@ -9,24 +9,24 @@ out for speed. What differs from the port is how it runs:
   order; :func:`dense_targets` gives their ids and weights;
 - activations are (tokens, hidden) matrices throughout; one GEMM computes q, k and v (the three
   weights concatenated at each call, so that the parameters keep the reference's names);
-- attention is ``F.scaled_dot_product_attention``: over the padded (B, S) layout with the
-  reference's additive mask, or over a packed layout (no padding tokens: sequences concatenated,
-  ``cu_seqlens`` as FlashAttention's varlen interface takes it) through
-  :func:`varlen_attention`; ``unpad=True`` packs a padded batch itself, so every dense layer,
-  LayerNorm and GELU runs on real tokens only;
-- bias + GELU and bias + dropout + residual + LayerNorm are the small functions
-  :func:`bias_gelu` and :func:`bias_dropout_add_layer_norm`: torch ops now, with a fused
-  kernel's semantics (inputs in the activation dtype, arithmetic in float32, output in the
-  activation dtype), so that fused kernels can replace them one for one;
+- attention is ``F.scaled_dot_product_attention`` over the padded (B, S) layout with the
+  reference's additive mask, or, over a packed layout (no padding tokens: sequences
+  concatenated, ``cu_seqlens`` as FlashAttention's varlen interface takes it),
+  :func:`varlen_attention`: FlashAttention's varlen kernel on a GPU, SDPA over a padded buffer
+  elsewhere; ``unpad=True`` packs a padded batch itself, so every dense layer, LayerNorm and
+  GELU runs on real tokens only;
+- bias + GELU and bias + dropout + residual + LayerNorm are the ops
+  ``mlperf_fast.ops.bias_gelu`` and ``bias_dropout_add_layer_norm`` (inputs in the activation
+  dtype, arithmetic in float32, output in the activation dtype): fused Triton kernels, or
+  their torch backends, which are this model's formulas exactly;
 - bf16 autocast: the GEMMs and attention run in bf16 (SDPA's kernels accumulate the softmax in
   float32); LayerNorm, the residual add, GELU and both losses in float32.
 
-The GPU path (FlashAttention's varlen kernel behind :func:`varlen_attention`, fused kernels
-behind the two functions, precomputed MLM indices for CUDA graphs) comes later; the interfaces
-here are the ones it will fill. Two ways were measured slower on the H200 (torch 2.11, the step
-benchmark's BERT-large batch, where this module's eager step took 209 ms): SDPA over jagged
-nested tensors in place of the padded buffer, 455 ms; that and the two small functions compiled
-by inductor with dynamic shapes, 524 ms.
+Two ways were measured slower on the H200 (torch 2.11, the step benchmark's BERT-large batch,
+where this module's eager step with the padded buffer and the torch backends took 209 ms): SDPA
+over jagged nested tensors in place of the padded buffer, 455 ms; that and the two small
+functions compiled by inductor with dynamic shapes, 524 ms. The step is not captured in a CUDA
+graph (the packed batch's shapes change with every batch).
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlperf_fast.ops import bias_dropout_add_layer_norm, bias_gelu
+from mlperf_fast.ops._library import BACKENDS
 from mlperf_fast.workloads.bert.reference import (
     BERT_LARGE,
     MASK_ADDER,
@@ -72,25 +74,6 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: f
     dtype = _compute_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
         y = F.layer_norm(x.to(dtype), x.shape[-1:], weight.to(dtype), bias.to(dtype), eps)
-    return y.to(x.dtype)
-
-
-def bias_gelu(x: torch.Tensor, bias: torch.Tensor, approximate: str = "tanh") -> torch.Tensor:
-    """GELU(x + bias): ``x`` (..., F) a GEMM's output without its bias, ``bias`` (F,);
-    ``approximate`` is F.gelu's ("tanh": the reference's). Float32 inside, ``x``'s dtype out."""
-    dtype = _compute_dtype(x)
-    return F.gelu(x.to(dtype) + bias.to(dtype), approximate=approximate).to(x.dtype)
-
-
-def bias_dropout_add_layer_norm(x: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor,
-                                weight: torch.Tensor, ln_bias: torch.Tensor, p: float,
-                                training: bool, eps: float) -> torch.Tensor:
-    """LayerNorm(dropout(x + bias) + residual): ``x``, ``residual`` (..., H), the rest (H,).
-    Float32 inside (the residual sum too), ``x``'s dtype out."""
-    dtype = _compute_dtype(x)
-    y = F.dropout(x.to(dtype) + bias.to(dtype), p, training) + residual.to(dtype)
-    with torch.autocast(x.device.type, enabled=False):
-        y = F.layer_norm(y, y.shape[-1:], weight.to(dtype), ln_bias.to(dtype), eps)
     return y.to(x.dtype)
 
 
@@ -140,17 +123,47 @@ class Varlen:
                       key_mask[:, None, None, :])
 
 
+ATTENTION_IMPLS = ("auto", "flash", "padded")
+
+
+def flash_varlen_usable(q: torch.Tensor) -> bool:
+    """Whether FlashAttention's varlen kernel (ATen's ``_flash_attention_forward``, the one
+    SDPA runs) takes ``q`` (T, heads, head_size): a CUDA device of compute capability 8.0 or
+    newer, float16 or bfloat16, a head size that is a multiple of 8 up to 256."""
+    if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
+        return False
+    d = q.shape[-1]
+    if d % 8 or d > 256 or not torch.backends.cuda.is_flash_attention_available():
+        return False
+    return torch.cuda.get_device_capability(q.device) >= (8, 0)
+
+
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, varlen: Varlen,
-                     dropout_p: float = 0.0, softmax_scale: float | None = None
-                     ) -> torch.Tensor:
+                     dropout_p: float = 0.0, softmax_scale: float | None = None,
+                     impl: str = "auto") -> torch.Tensor:
     """Self-attention within each sequence of a packed batch: ``q``, ``k``, ``v`` (T, heads,
-    head_size), returned (T, heads, head_size). The arguments are FlashAttention's
-    ``flash_attn_varlen_func`` (cu_seqlens and max_seqlen in ``varlen``), whose kernel the GPU
-    path will call. On the CPU: the tokens are scattered into a (B, max_seqlen) padded buffer,
-    SDPA runs with the key mask, and the real rows are gathered back. (A (T, T) block-diagonal
-    mask costs T^2 per head, 1 GiB in float32 for T = 4096 and 16 heads; nested tensors' SDPA on
-    the CPU is a prototype that warns at each call and measured ~10x slower than this.)"""
+    head_size) with a unit stride in the last dimension, returned (T, heads, head_size);
+    ``softmax_scale`` None is 1 / sqrt(head_size).
+
+    ``impl``: "flash" calls FlashAttention's varlen kernel through ATen (T x T work only
+    within each sequence, dropout inside the kernel; autograd through ATen's own derivative);
+    "padded" scatters the tokens into a (B, max_seqlen) padded buffer, runs SDPA with the key
+    mask and gathers the real rows back (any device and dtype); "auto" is flash where
+    :func:`flash_varlen_usable`, else padded. (A (T, T) block-diagonal mask would cost T^2 per
+    head, 1 GiB in float32 for T = 4096 and 16 heads; nested tensors' SDPA on the CPU is a
+    prototype that warns at each call and measured ~10x slower than the padded buffer.)"""
+    if impl not in ATTENTION_IMPLS:
+        raise ValueError(f"impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
     _, h, d = q.shape
+    scale = d ** -0.5 if softmax_scale is None else float(softmax_scale)
+    if impl == "flash" or (impl == "auto" and flash_varlen_usable(q)):
+        if not flash_varlen_usable(q):
+            raise ValueError(f"impl='flash' needs a CUDA device of capability >= 8.0, float16 "
+                             f"or bfloat16 and a head size that is a multiple of 8 up to 256; "
+                             f"got {q.device}, {q.dtype}, head size {d}")
+        cu, s = varlen.cu_seqlens, varlen.max_seqlen
+        return torch.ops.aten._flash_attention_forward(
+            q, k, v, cu, cu, s, s, dropout_p, False, False, scale=scale)[0]
     rows = varlen.batch * varlen.max_seqlen
 
     def padded(x: torch.Tensor) -> torch.Tensor:  # (T, N, D) -> (B, N, max_s, D)
@@ -159,7 +172,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, varlen: 
 
     out = F.scaled_dot_product_attention(padded(q), padded(k), padded(v),
                                          attn_mask=varlen.key_mask, dropout_p=dropout_p,
-                                         scale=softmax_scale)
+                                         scale=scale)
     return out.transpose(1, 2).reshape(rows, h, d)[varlen.slots]
 
 
@@ -184,6 +197,7 @@ class Layer(nn.Module):
         self.heads, self.head_size = c.num_attention_heads, c.head_size
         self.p, self.attn_p = c.hidden_dropout_prob, c.attention_probs_dropout_prob
         self.approximate = c.gelu_approximate
+        self.op_backend = "auto"  # the fused ops' backend (BertForPreTraining sets it)
 
     def forward(self, x: torch.Tensor, attend) -> torch.Tensor:
         """``x`` (tokens, H); ``attend(q, k, v, dropout_p)`` the layout's attention over
@@ -195,13 +209,15 @@ class Layer(nn.Module):
         ctx = attend(qkv[:, 0], qkv[:, 1], qkv[:, 2], self.attn_p if self.training else 0.0)
         ctx = ctx.reshape(x.shape[0], -1)
         ln = ao["LayerNorm"]
+        ops = self.op_backend
         x = bias_dropout_add_layer_norm(F.linear(ctx, ao["dense"].weight), ao["dense"].bias, x,
-                                        ln.weight, ln.bias, self.p, self.training, ln.eps)
+                                        ln.weight, ln.bias, self.p, self.training, ln.eps,
+                                        backend=ops)
         inter = self.intermediate["dense"]
-        y = bias_gelu(F.linear(x, inter.weight), inter.bias, self.approximate)
+        y = bias_gelu(F.linear(x, inter.weight), inter.bias, self.approximate, backend=ops)
         out, ln = self.output["dense"], self.output["LayerNorm"]
         return bias_dropout_add_layer_norm(F.linear(y, out.weight), out.bias, x, ln.weight,
-                                           ln.bias, self.p, self.training, ln.eps)
+                                           ln.bias, self.p, self.training, ln.eps, backend=ops)
 
 
 class _Predictions(nn.Module):
@@ -270,15 +286,25 @@ class BertForPreTraining(nn.Module):
     ``attention_mask`` None, and masked_lm_positions (B, P) count from each sequence's start.
     Returns ``(loss, mlm_loss, nsp_loss, mlm_logits, nsp_logits)``: the scalars in float32 (or
     wider), ``mlm_logits`` (N, V) over the predictions of non-zero weight, ``nsp_logits`` (B, 2).
+
+    ``attention``: the packed layout's :func:`varlen_attention` implementation ("auto", "flash",
+    "padded"); ``op_backend``: the backend of the fused ``bias_gelu`` and
+    ``bias_dropout_add_layer_norm`` ops (mlperf_fast.ops' "auto", "triton", "torch").
     """
 
     def __init__(self, config: BertModelConfig = BERT_LARGE, unpad: bool = False,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, *, attention: str = "auto",
+                 op_backend: str = "auto") -> None:
         super().__init__()
         if not isinstance(config, BertModelConfig):
             raise TypeError(f"config must be a BertModelConfig, got {type(config).__name__}")
+        if attention not in ATTENTION_IMPLS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {attention!r}")
+        if op_backend not in BACKENDS:
+            raise ValueError(f"op_backend must be one of {BACKENDS}, got {op_backend!r}")
         c, h = config, config.hidden_size
         self.config, self.unpad = config, bool(unpad)
+        self.attention, self.op_backend = attention, op_backend
         self.bert = nn.Module()
         self.bert.embeddings = nn.ModuleDict({
             "word_embeddings": nn.Embedding(c.vocab_size, h),
@@ -290,6 +316,8 @@ class BertForPreTraining(nn.Module):
         self.bert.pooler = nn.ModuleDict({"dense": nn.Linear(h, h)})
         self.cls = nn.ModuleDict({"predictions": _Predictions(c),
                                   "seq_relationship": nn.Linear(h, 2)})
+        for layer in self.bert.encoder["layer"]:
+            layer.op_backend = op_backend
         self.reset_parameters(generator)
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -335,7 +363,7 @@ class BertForPreTraining(nn.Module):
             x = self._embed(input_ids, token_type_ids, varlen.positions)
 
             def attend(q, k, v, p):
-                return varlen_attention(q, k, v, varlen, p)
+                return varlen_attention(q, k, v, varlen, p, impl=self.attention)
         else:
             b, s = input_ids.shape
             starts = torch.arange(b, device=input_ids.device) * s
@@ -365,7 +393,8 @@ class BertForPreTraining(nn.Module):
         keep = weights.reshape(-1) != 0
         rows = (starts[:, None] + positions.long()).reshape(-1)[keep]
         dense, ln = pred.transform["dense"], pred.transform["LayerNorm"]
-        y = bias_gelu(F.linear(x[rows], dense.weight), dense.bias, c.gelu_approximate)
+        y = bias_gelu(F.linear(x[rows], dense.weight), dense.bias, c.gelu_approximate,
+                      backend=self.op_backend)
         y = _ln(ln, y)
         mlm_logits = F.linear(y, self.bert.embeddings["word_embeddings"].weight, pred.bias)
         w = weights.reshape(-1)[keep].to(_compute_dtype(mlm_logits))
