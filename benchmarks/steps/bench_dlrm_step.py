@@ -2,14 +2,18 @@
 top MLP 479-1024-1024-512-256-1, BCE, SGD) at a per-GPU batch of 6,912 (NVIDIA's v2.1 8-GPU
 submissions: 55,296 / 8) and of 55,296 (the whole RCP batch on one GPU), float32.
 
-Baseline: the MLCommons reference model (workloads/dlrm/reference.py: per-table nn.EmbeddingBag
-with sparse gradients, coalesced, one torch.optim.SGD). Ours: workloads/dlrm/model.py (one
-table-batched embedding with the SGD update fused into its backward, the dot-interaction
-kernel, bias+ReLU in the GEMM epilogue) with torch.optim.SGD on the MLPs. Both time the whole
-step, input ids already on the GPU, rotating over 4 batches.
+Baselines: the MLCommons reference model (workloads/dlrm/reference.py: per-table
+nn.EmbeddingBag with sparse gradients, coalesced, one torch.optim.SGD), and torchrec's DLRM
+(dlrm_torchrec.py beside this file: DLRMTrain under DistributedModelParallel on one rank, its
+tables in FBGEMM's fused TBE with EXACT_SGD in the backward, torch.optim.SGD on the MLPs; the
+row is skipped, with the reason, where torchrec or fbgemm_gpu cannot be imported). Ours:
+workloads/dlrm/model.py (one table-batched embedding with the SGD update fused into its
+backward, the dot-interaction kernel, bias+ReLU in the GEMM epilogue) with torch.optim.SGD on
+the MLPs. All three time the whole step at the same learning rate on the same batches, input
+ids already on the GPU, rotating over 4 batches.
 
 Tables: the real 26 sizes (Criteo 1TB with the 40M cap: 187.8M rows, 96 GB in float32), unless
-``DLRM_BENCH_MAX_ROWS`` caps each table (stated in the shape column). The two models do not fit
+``DLRM_BENCH_MAX_ROWS`` caps each table (stated in the shape column). No two of the models fit
 on one 141 GB GPU together, so they are built, measured and freed one after the other within
 the test. Ids: a power law per table, ``P(k) ~ 1 / (k + 1)`` (log-uniform: ``floor(n ** u)``),
 the hot rows scattered over the table by a multiplicative hash, as hashed Criteo ids are.
@@ -21,17 +25,21 @@ update) at the measured copy bandwidth.
 A second test times mlperf_fast.metrics.auc.roc_auc on the GPU over the 89,137,319 samples of
 the test set against sklearn.metrics.roc_auc_score on the host.
 
-On the CPU, ``python3 benchmarks/steps/bench_dlrm_step.py --smoke`` runs both steps once on tiny
-tables (what tests/dlrm/test_dlrm_bench_smoke.py does).
+On the CPU, ``python3 benchmarks/steps/bench_dlrm_step.py --smoke`` runs three steps of each model
+(torchrec's where it imports) on tiny tables from the same weights and prints their losses;
+tests/dlrm/test_dlrm_bench_smoke.py holds them equal.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import gc
 import itertools
 import math
 import os
 import sys
 import time
+from types import ModuleType
 
 import pytest
 import torch
@@ -68,30 +76,82 @@ def batches(sizes, batch: int, device, count: int = ROTATE, seed: int = 0):
     return out
 
 
-def reference_step_fn(sizes, dim, bottom, top, data, lr: float = 0.1):
-    model = ReferenceDLRM(sizes, dim, bottom, top, device=data[0][0].device)
+def reference_step_fn(sizes, dim, bottom, top, data, lr: float = 0.1,
+                      like: ReferenceDLRM | None = None):
+    """(model, step): ``step()`` trains on the next batch of ``data`` and returns the loss. The
+    model starts from ``like``'s weights where given (so do the other two builders')."""
+    if like is not None:
+        model = copy.deepcopy(like)
+    else:
+        model = ReferenceDLRM(sizes, dim, bottom, top, device=data[0][0].device)
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    it = [0]
+    it = itertools.count()
 
     def step():
-        reference_step(model, opt, *data[it[0] % len(data)])
-        it[0] += 1
+        return reference_step(model, opt, *data[next(it) % len(data)])
 
     return model, step
 
 
-def fast_step_fn(sizes, dim, bottom, top, data, lr: float = 0.1):
+def fast_step_fn(sizes, dim, bottom, top, data, lr: float = 0.1,
+                 like: ReferenceDLRM | None = None):
     device = data[0][0].device
     model = DLRM(sizes, dim, bottom, top, lr=lr, device=device)
+    if like is not None:
+        model.load_reference(like)
     loss_fn = DLRMLoss(model)
     opt = torch.optim.SGD(model.dense_parameters(), lr=lr)
-    it = [0]
+    it = itertools.count()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss_fn(*data[it[0] % len(data)]).backward()
+        loss = loss_fn(*data[next(it) % len(data)])
+        loss.backward()
         opt.step()
-        it[0] += 1
+        return loss.detach()
+
+    return model, step
+
+
+def torchrec_missing() -> str | None:
+    """Why the torchrec row cannot run here, or None."""
+    try:
+        import fbgemm_gpu  # noqa: F401
+        import torchrec  # noqa: F401
+    except (ImportError, OSError, RuntimeError) as e:  # a wheel built for another torch: OSError
+        return (f"the torchrec row needs torchrec and fbgemm_gpu built for this torch "
+                f"(torchrec 1.6.1 with fbgemm-gpu 1.6.0 for torch 2.11): {e}")
+    return None
+
+
+def torchrec_baseline() -> ModuleType:
+    """dlrm_torchrec.py (beside this file, also when this file is loaded by path)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import dlrm_torchrec
+
+    return dlrm_torchrec
+
+
+def torchrec_step_fn(sizes, dim, bottom, top, data, lr: float = 0.1,
+                     like: ReferenceDLRM | None = None):
+    """Inside ``torchrec_baseline().one_rank_group(device)``: its DMP needs the process group."""
+    tr = torchrec_baseline()
+    model = tr.build(sizes, dim, bottom, top, lr=lr, device=data[0][0].device)
+    if like is not None:
+        tr.load_reference(model, like)
+    opt = torch.optim.SGD(tr.dense_parameters(model), lr=lr)
+    # Built before timing, as torchrec's Criteo reader hands them over.
+    inputs = [tr.make_batch(*b) for b in data]
+    it = itertools.count()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss, _ = model(inputs[next(it) % len(inputs)])
+        loss.backward()
+        opt.step()
+        return loss.detach()
 
     return model, step
 
@@ -115,14 +175,24 @@ def _free() -> None:
         torch.cuda.empty_cache()
 
 
-def smoke() -> None:
-    """Both steps once on tiny tables on the CPU (no timing): the benchmark's code runs."""
+def smoke(with_torchrec: bool = False, steps: int = 3) -> dict[str, list[float]]:
+    """``steps`` training steps of each model on tiny tables on the CPU, all from one reference
+    model's weights, no timing: each model's losses, by name (``with_torchrec`` adds torchrec's).
+    The same weights and batches give the same first loss; the later ones agree only if every
+    model's update (the tables' fused SGD included) is the same too."""
     sizes = [min(n, 50) for n in CRITEO_1TB_TABLE_SIZES]
     data = batches(sizes, 64, "cpu", count=2)
-    for build in (reference_step_fn, fast_step_fn):
-        _, step = build(sizes, 8, (16, 8), (16, 1), data)
-        step()
-        step()
+    dim, bottom, top = 8, (16, 8), (16, 1)
+    like = ReferenceDLRM(sizes, dim, bottom, top, generator=torch.Generator().manual_seed(0))
+    builds = {"reference": reference_step_fn, "mlperf_fast": fast_step_fn}
+    if with_torchrec:
+        builds["torchrec"] = torchrec_step_fn
+    losses = {}
+    with torchrec_baseline().one_rank_group("cpu") if with_torchrec else contextlib.nullcontext():
+        for name, build in builds.items():
+            _, step = build(sizes, dim, bottom, top, data, like=like)
+            losses[name] = [float(step()) for _ in range(steps)]
+    return losses
 
 
 @pytest.mark.cuda
@@ -146,6 +216,17 @@ def test_dlrm_training_step(measure, batch):
             bytes=nbytes, warmup=5, repeat=30)
     del model, step
     _free()
+    missing = torchrec_missing()
+    if missing:
+        pytest.skip(missing)  # the two rows above are kept
+    tr = torchrec_baseline()
+    with tr.one_rank_group("cuda"):
+        model, step = torchrec_step_fn(sizes, dim, bottom, top, data)
+        measure(group, "torchrec DLRM (DMP, FBGEMM fused TBE EXACT_SGD)", step, role="baseline",
+                shape=shape, flops=flops, bytes=nbytes, warmup=5, repeat=30)
+        del model, step
+    _free()
+
 
 @pytest.mark.cuda
 def test_auc_89m(measure):
@@ -173,5 +254,8 @@ def test_auc_89m(measure):
 
 if __name__ == "__main__":
     if "--smoke" in sys.argv:
-        smoke()
-        print("smoke: both steps ran")
+        missing = torchrec_missing()
+        if missing:
+            print(f"smoke: {missing}")
+        for name, values in smoke(with_torchrec=missing is None).items():
+            print(f"smoke: {name:12s} losses {', '.join(f'{v:.9f}' for v in values)}")

@@ -1,14 +1,33 @@
 """bench_dlrm_step.py's code on the CPU at tiny sizes (its timing runs only on a GPU)."""
+import pytest
 import torch
+import torch.distributed as dist
 from bench_modules import load_step_bench
+
+# Three float32 steps from the same weights agree to ~2e-7 here; with the tables' update left
+# out, torchrec's second loss moves by 7e-4 (2e-3 relative), far outside this.
+LOSS_TOL = {"rtol": 1e-5, "atol": 1e-6}
 
 
 def _bench():
     return load_step_bench("bench_dlrm_step")
 
 
-def test_smoke_runs_both_steps():
-    _bench().smoke()
+def test_smoke_reference_and_ours_agree():
+    losses = _bench().smoke()
+    assert len(losses["reference"]) == 3
+    torch.testing.assert_close(losses["mlperf_fast"], losses["reference"], **LOSS_TOL)
+
+
+def test_smoke_torchrec_agrees():
+    bench = _bench()
+    missing = bench.torchrec_missing()
+    if missing:
+        pytest.skip(missing)
+    losses = bench.smoke(with_torchrec=True)
+    torch.testing.assert_close(losses["torchrec"], losses["reference"], **LOSS_TOL)
+    torch.testing.assert_close(losses["torchrec"], losses["mlperf_fast"], **LOSS_TOL)
+    assert not dist.is_initialized()  # its one-rank process group is gone with it
 
 
 def test_power_law_ids_in_range_and_skewed():
