@@ -9,6 +9,8 @@
 #   SKIP_TESTS=1      benchmarks only;  SKIP_BENCH=1  tests only
 #   BENCH_PATHS=...   benchmark files or folders (default: benchmarks)
 #   TEST_WORKERS=N    run the tests in N processes (pytest-xdist; the Triton JIT is CPU-bound)
+#   SANITIZE=1        also run compute-sanitizer's memcheck over the native CUDA kernels' tests
+#                     (tests/ops, tests/optim, tests/nn with the native-cuda backend; slow)
 #   PACK=1            at the end, replace OUTDIR by one archive OUTDIR.tgz (for transports that
 #                     bring back only a few files)
 # Results: OUTDIR/build.log, info.txt, tests.log, tests.xml, bench.log, results/<gpu>.{json,md},
@@ -54,6 +56,24 @@ if [ -z "${SKIP_TESTS:-}" ]; then
   if [ $rc -ne 0 ] && [ $rc -ne 5 ]; then status=1; fi
   grep -E "^(FAILED|ERROR)" "$out/tests.log" | head -30
   tail -3 "$out/tests.log"
+fi
+
+if [ -n "${SANITIZE:-}" ]; then
+  echo "== compute-sanitizer memcheck (native CUDA kernels)"
+  san=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  if [ -x "$san" ]; then
+    # Triton's JIT and torch's own kernels are checked too where these tests reach them; the
+    # native backend's tests are the ones whose kernels are ours alone.
+    "$san" --tool memcheck --error-exitcode 99 --print-limit 20 python3 -m pytest tests/ops \
+      tests/optim tests/nn -m cuda -k "native" -q -p no:cacheprovider -x "${kargs[@]}" \
+      > "$out/sanitizer.log" 2>&1
+    rc=$?
+    [ $rc -ne 0 ] && [ $rc -ne 5 ] && status=1
+    grep -E "ERROR SUMMARY|^(FAILED|ERROR)|Invalid" "$out/sanitizer.log" | head -20
+    tail -2 "$out/sanitizer.log"
+  else
+    echo "   compute-sanitizer not found"
+  fi
 fi
 
 if [ -z "${SKIP_BENCH:-}" ]; then

@@ -46,7 +46,7 @@ def bad(name: str, fn: Callable[[], object], raises: tuple[str, ...], *names: st
 
 
 def gen(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator(torch.get_default_device()).manual_seed(seed)
 
 
 def boxes(n: int, batch: int | None = None, seed: int = 0, dtype=torch.float32) -> torch.Tensor:

@@ -31,12 +31,12 @@ def _case(name: str, raises: tuple[str, ...] = (), names: tuple[str, ...] = ()):
 
 
 def _params(dtype=torch.float32, shapes=((4, 3), (5,), (2, 2), (3,)), seed=0):
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(torch.get_default_device()).manual_seed(seed)
     return [torch.nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in shapes]
 
 
 def _grads(params, seed=1):
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(torch.get_default_device()).manual_seed(seed)
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen).to(p.dtype)
 
@@ -153,7 +153,7 @@ for _name in OPTS:
         def _():
             ps = _params()
             opt = make(ps)
-            scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+            scaler = torch.amp.GradScaler(torch.get_default_device().type, init_scale=4.0)
             before = [p.detach().clone() for p in ps]
             scaler.scale(sum((p * INF).sum() for p in ps)).backward()
             scaler.step(opt)
@@ -459,7 +459,7 @@ for _impl in ("auto", "fused", "cudnn"):
             ("one step", (1, 2, 4), None, {}),
             ("batch 0", (6, 0, 4), None, {})):
         def _make(impl=_impl, x=_x, hx=_hx, kw=_kw):
-            gen = torch.Generator().manual_seed(1)
+            gen = torch.Generator(torch.get_default_device()).manual_seed(1)
             h = None if hx is None else tuple(torch.randn(s, generator=gen) for s in hx)
             _lstm_same(impl, torch.randn(x, generator=gen), h, **kw)
         _case(f"LSTM {_impl} {_label} matches torch.nn.LSTM")(_make)

@@ -34,6 +34,11 @@ def returns_again():
     pass
 
 
+def on_meta():
+    import torch
+    assert torch.empty(1).device.type == "meta", "the default device did not reach the child"
+
+
 CASES = [
     Case("returns", "returns"),
     Case("clear error", "raises_clear", raises=("ValueError",), names=("lr",)),

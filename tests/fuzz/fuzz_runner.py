@@ -59,7 +59,10 @@ class Outcome:
 
 
 _CHILD = r"""
-import importlib, json, sys, traceback
+import importlib, json, os, sys, traceback
+if os.environ.get("MLPERF_FAST_FUZZ_DEVICE"):
+    import torch
+    torch.set_default_device(os.environ["MLPERF_FAST_FUZZ_DEVICE"])
 module = importlib.import_module(sys.argv[1])
 journal = open(sys.argv[2], "a", buffering=1)
 for i, fn in zip(sys.argv[3::2], sys.argv[4::2]):
@@ -109,10 +112,14 @@ def _run_batch(module: str, calls: list[tuple[str, str]], timeout: float, env: d
 
 
 def run_cases(module: str, cases: Sequence[Case], timeout: float = 300.0,
-              env: dict[str, str] | None = None) -> list[Outcome]:
+              env: dict[str, str] | None = None, device: str | None = None) -> list[Outcome]:
     """Every case of ``cases`` (functions of the importable ``module``), classified. ``timeout``
-    bounds one child's run: a child that outlives it is killed and its current case is a hang."""
+    bounds one child's run: a child that outlives it is killed and its current case is a hang.
+    ``device`` (e.g. "cuda") is the child's default device (``torch.set_default_device``): the
+    cases' tensors and generators are made there, so the same cases exercise its kernels."""
     child_env = {**os.environ, **(env or {})}
+    if device is not None:
+        child_env["MLPERF_FAST_FUZZ_DEVICE"] = device
     child_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (HERE, child_env.get("PYTHONPATH", "")) if p)
     keys = [str(i) for i in range(len(cases))]

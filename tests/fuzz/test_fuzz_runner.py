@@ -13,3 +13,10 @@ def test_each_outcome_is_classified():
 def test_a_hang_is_a_hang():
     (out,) = run_cases("cases_selftest", [Case("hang", "hangs")], timeout=5)
     assert out.verdict == "hang"
+
+
+def test_the_default_device_reaches_the_child():
+    (out,) = run_cases("cases_selftest", [Case("meta", "on_meta")], timeout=120, device="meta")
+    assert out.verdict == "correct", out.message
+    (out,) = run_cases("cases_selftest", [Case("meta", "on_meta")], timeout=120)
+    assert out.verdict == "silent"
