@@ -15,7 +15,13 @@ import torch
 from mlperf_fast.harness import RunOptions, run_workload
 from mlperf_fast.harness.rcp import rcp_match
 from mlperf_fast.harness.workload import DataError, Metric, RunContext, Schedule
-from mlperf_fast.workloads.retinanet.config import CLOSED, EMBEDDED, OPENIMAGES_TRAIN
+from mlperf_fast.workloads.retinanet.config import (
+    CLOSED,
+    EMBEDDED,
+    OPENIMAGES_TRAIN,
+    RCP_LR,
+    rcp_config,
+)
 from mlperf_fast.workloads.retinanet.pipeline import (
     Preprocessing,
     pad_targets,
@@ -170,6 +176,17 @@ def test_closed_keys_are_the_rules_and_the_rcp():
     assert (c.lr, c.warmup_epochs, c.warmup_factor, c.weight_decay) == (1e-4, 1.0, 1e-3, 0.0)
     assert c.global_batch_size == 256 and c.targets[0].target == 0.340
     assert c.schedule.every == 1
+
+
+@pytest.mark.parametrize("batch", sorted(RCP_LR))
+def test_closed_configs_at_every_rcp(batch):
+    cfg = RetinaNetWorkload.configs()[f"closed_bs{batch}"]
+    assert cfg == rcp_config(batch) and cfg.lr == RCP_LR[batch][0]
+    w = RetinaNetWorkload(cfg, RunContext(seed=1, device=torch.device("cpu"), world_size=8))
+    w._sets = (_Sized(OPENIMAGES_TRAIN), _Sized(24_781))
+    assert rcp_match("ssd", "closed", w.hyperparameters()) == {"name": f"ssd_ref_{batch}"}
+    with pytest.raises(ValueError, match="no RetinaNet v2.1 RCP at global batch 1024"):
+        rcp_config(1024)
 
 
 def test_data_errors_come_first(tmp_path):

@@ -1,7 +1,8 @@
 """The SSD workload: a short run of the embedded default through the command line (a fresh
 cache: the data set generated, read back, trained on, evaluated) with a compliant log; an exact
-resume; the closed configuration's MLPerf keys against the installed v1.0 closed_ssd.yaml; data
-errors before any work."""
+resume; the closed configuration's MLPerf keys against the installed v1.0 closed_ssd.yaml and
+the closed configurations' logged hyperparameters against the three v1.0 RCPs (whose file holds
+the reference's arguments, converted to what the reference logs); data errors before any work."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,17 @@ import sys
 import pytest
 import torch
 
+from mlperf_fast.harness.rcp import rcp_match
 from mlperf_fast.harness.workload import DataError, Metric, RunContext, Schedule
-from mlperf_fast.workloads.ssd.config import CLOSED, COCO_TRAIN_NONEMPTY, COCO_VAL, EMBEDDED
+from mlperf_fast.optim.schedules import ssd_warmup_multistep
+from mlperf_fast.workloads.ssd.config import (
+    CLOSED,
+    COCO_TRAIN_NONEMPTY,
+    COCO_VAL,
+    EMBEDDED,
+    RCPS,
+    rcp_config,
+)
 from mlperf_fast.workloads.ssd.workload import SSDWorkload
 
 TINY = EMBEDDED.replace(name="tiny", targets=(Metric("mAP", 0.99),),
@@ -98,19 +108,84 @@ class _Sized:
         return self.n
 
 
-def test_closed_keys_are_the_v1_rules():
-    w = SSDWorkload(CLOSED, RunContext(seed=1, device=torch.device("cpu"), world_size=8))
+def _closed(cfg, world_size: int) -> SSDWorkload:
+    w = SSDWorkload(cfg, RunContext(seed=1, device=torch.device("cpu"), world_size=world_size))
     w._splits = (_Sized(COCO_TRAIN_NONEMPTY), _Sized(COCO_VAL))
-    hp = w.hyperparameters()
+    return w
+
+
+def test_closed_keys_are_the_v1_rules():
+    hp = _closed(CLOSED, 8).hyperparameters()
     required = {r["KEY"]["NAME"] for r in _rules("closed_ssd.yaml") if "KEY" in r}
     required -= {"eval_accuracy"}
     assert required <= set(hp), required - set(hp)
     assert hp["model_bn_span"] == 128 and hp["global_batch_size"] == 1024
-    assert hp["opt_learning_rate_warmup_steps"] == 300  # the rules: >= 1
-    assert hp["opt_learning_rate_decay_boundary_epochs"] == [40, 50]
-    assert hp["max_samples"] in (1, 50) and hp["opt_learning_rate_warmup_factor"] == 0
+    # the rules: the rate after the warmup, and the warmup in steps (an integer >= 1)
     assert hp["opt_base_learning_rate"] == pytest.approx(0.08)  # 2.5e-3 * 1024 / 32
+    assert hp["opt_learning_rate_warmup_steps"] == 299  # int(2.619685 * 117266 / 1024)
+    assert hp["opt_learning_rate_decay_boundary_epochs"] == [40, 50]
+    assert hp["max_samples"] == 1 and hp["opt_learning_rate_warmup_factor"] == 0
     assert hp["opt_weight_decay"] == 5e-4
+    # the optimizer's rate: 0 at the first step, (1 - 1/299) of 0.08 after the warmup (the
+    # reference sets nothing then), 0.008 from epoch 40, 0.0008 from epoch 50
+    n, wb = CLOSED.steps_per_epoch(COCO_TRAIN_NONEMPTY), CLOSED.warmup_steps(COCO_TRAIN_NONEMPTY)
+
+    def lr(step):
+        return ssd_warmup_multistep(step, CLOSED.base_lr, n, wb, CLOSED.warmup_factor,
+                                    CLOSED.decay_epochs, CLOSED.decay_gamma)
+
+    assert lr(0) == 0.0 and lr(wb + 5) == pytest.approx(0.08 * (1 - 1 / 299))
+    assert lr(40 * n) == pytest.approx(0.008) and lr(50 * n) == pytest.approx(0.0008)
+
+
+@pytest.mark.parametrize("batch", sorted(RCPS))
+def test_closed_configs_follow_their_rcps(batch, monkeypatch):
+    from mlperf_fast.harness import rcp as rcp_module
+
+    rcp = RCPS[batch]
+    cfg = CLOSED if batch == 1024 else rcp_config(batch)
+    assert SSDWorkload.configs()[f"closed_bs{batch}"] == rcp_config(batch)
+    w = _closed(cfg, batch // rcp.bn_span)
+    hp = w.hyperparameters()
+    assert hp["model_bn_span"] == rcp.bn_span
+    assert hp["opt_base_learning_rate"] == pytest.approx(rcp.lr_per_32 * batch / 32)
+    assert hp["opt_learning_rate_warmup_steps"] == int(rcp.warmup_epochs * COCO_TRAIN_NONEMPTY
+                                                        / batch)
+    # every key the compliance rules check, as they check it
+    assert hp["opt_learning_rate_warmup_steps"] >= 1 and hp["max_samples"] in [1, 50]
+    a, b = hp["opt_learning_rate_decay_boundary_epochs"]
+    assert (10 * (a / 40 - 1)).is_integer() and (10 * (b / 50 - 1)).is_integer()
+    records = rcp_module.load_rcps("ssd", "1.0.0")
+    assert records[rcp.name]["BS"] == batch
+    assert records[rcp.name]["Hyperparams"] == {
+        "opt_base_learning_rate": rcp.lr_per_32, "opt_learning_rate_warmup_steps":
+        rcp.warmup_epochs, "opt_learning_rate_decay_boundary_epochs": list(rcp.decay_epochs),
+        "opt_learning_rate_warmup_factor": 0, "opt_weight_decay": rcp.weight_decay,
+        "max_samples": rcp.max_samples, "model_bn_span": rcp.bn_span}
+    assert max(records[rcp.name]["Epochs to converge"]) == rcp.converged
+    # the file holds the reference's arguments: compared as they stand, the rate per 32 images
+    # and the warmup in epochs differ from any log (and max_samples: the RCPs used 50)
+    raw = rcp_match("ssd", "closed", hp, "1.0.0")
+    assert raw["nearest"] == rcp.name
+    assert set(raw["differences"]) == {"opt_base_learning_rate",
+                                       "opt_learning_rate_warmup_steps", "max_samples"}
+    # converted to what the reference logs with those arguments, only max_samples remains
+    logged = {n: {**r, "Hyperparams": w.rcp_as_logged(r["Hyperparams"])}
+              for n, r in records.items()}
+    monkeypatch.setattr(rcp_module, "load_rcps", lambda benchmark, ruleset: logged)
+    match = rcp_match("ssd", "closed", hp, "1.0.0")
+    assert match["nearest"] == rcp.name
+    assert match["differences"] == {"max_samples": {"rcp": 50, "run": 1}}
+    without_crop = {k: v for k, v in hp.items() if k != "max_samples"}
+    logged[rcp.name]["Hyperparams"].pop("max_samples")
+    assert rcp_match("ssd", "closed", without_crop, "1.0.0") == {"name": rcp.name}
+
+
+def test_rcp_arguments_and_the_crop_are_checked():
+    with pytest.raises(ValueError, match="no SSD v1.0 RCP at global batch 512"):
+        rcp_config(512)
+    with pytest.raises(ValueError, match="crop_iterations"):
+        CLOSED.replace(crop_iterations=50)
 
 
 def test_data_errors_come_first(tmp_path):

@@ -45,7 +45,9 @@ Sources, as read:
 - [rcp] mlperf-logging 2.1.0 ``rcp_checker/training_2.1.0/rcps_ssd.json``, ``ssd_ref_256``:
   batch 256, ``opt_base_learning_rate`` 0.0001, ``opt_learning_rate_warmup_factor`` 0.001,
   ``opt_learning_rate_warmup_epochs`` 1, ``opt_weight_decay`` 0; all 20 runs converge in 4
-  epochs.
+  epochs. The file's other points differ in the rate alone (``RCP_LR``): ``ssd_ref_512``
+  1e-4 (at most 5 epochs), ``ssd_ref_1280`` 1.3e-4 (7), ``ssd_ref_2048`` 1.35e-4 (9),
+  ``ssd_ref_4096`` 1e-4 (16); the reference logs ``--lr`` as it is (no scaling by the batch).
 
 One deviation, on purpose: the reference makes its anchors in the feature maps' dtype (float16
 under its AMP); here they are float32 always (the same values up to float16's rounding of
@@ -169,15 +171,33 @@ class RetinaNetConfig(WorkloadConfig):
         return steps
 
 
-CLOSED = RetinaNetConfig(
-    name="closed",
-    division="closed",
-    targets=(Metric("mAP", 0.340),),  # [ref] --target-map 0.34; [rules] closed_ssd.yaml
-    # [ref] an evaluation after every epoch; the budget: NUMEPOCHS=8 of the 8 x 32 config (the
-    # RCP converges in 4)
-    schedule=Schedule(unit="epoch", every=1, budget=8),
-    global_batch_size=256,  # [rcp] ssd_ref_256
-)
+#: [rcp] by global batch: (the rate, the slowest of the point's runs in epochs)
+RCP_LR: dict[int, tuple[float, int]] = {
+    256: (1e-4, 4), 512: (1e-4, 5), 1280: (1.3e-4, 7), 2048: (1.35e-4, 9), 4096: (1e-4, 16),
+}
+
+
+def rcp_config(global_batch: int) -> RetinaNetConfig:
+    """The closed configuration at the RCP of ``global_batch`` (its rate; the rest is every
+    point's)."""
+    if global_batch not in RCP_LR:
+        raise ValueError(f"no RetinaNet v2.1 RCP at global batch {global_batch} (RCPs: "
+                         f"{', '.join(str(b) for b in RCP_LR)})")
+    lr, slowest = RCP_LR[global_batch]
+    return RetinaNetConfig(
+        name=f"closed_bs{global_batch}",
+        division="closed",
+        targets=(Metric("mAP", 0.340),),  # [ref] --target-map 0.34; [rules] closed_ssd.yaml
+        # [ref] an evaluation after every epoch; the budget: NUMEPOCHS=8 of the 8 x 32 config,
+        # twice the 256 point's slowest run; as much at the others
+        schedule=Schedule(unit="epoch", every=1, budget=2 * slowest),
+        global_batch_size=global_batch,
+        lr=lr,
+    )
+
+
+#: The default closed configuration: the RCP at global batch 256 ([rcp] ssd_ref_256).
+CLOSED = rcp_config(256).replace(name="closed")
 
 EMBEDDED = RetinaNetConfig(
     name="embedded",
@@ -222,4 +242,7 @@ EMBEDDED = RetinaNetConfig(
     synth_max_objects=4,
 )
 
-CONFIGS: dict[str, RetinaNetConfig] = {"closed": CLOSED, "embedded": EMBEDDED}
+CONFIGS: dict[str, RetinaNetConfig] = {
+    "closed": CLOSED, "embedded": EMBEDDED,
+    **{f"closed_bs{b}": rcp_config(b) for b in RCP_LR},
+}

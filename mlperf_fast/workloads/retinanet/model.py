@@ -171,12 +171,21 @@ class RetinaNet(nn.Module):
         ``original_sizes`` ((B, 2) (h, w), the source images' sizes) coordinates, or the
         input's; scores (B, K); labels (B, K) int64; counts (B,): the first counts[b] of image b
         are its detections, best first."""
-        cfg = self.cfg
-        size = (images.shape[-2], images.shape[-1])
         logits, deltas = self.head_outputs(self.features(images))
-        anchors, counts = self.anchors(size, images.device)
-        b = images.shape[0]
-        sizes = torch.tensor([size] * b, device=images.device)
+        return self.postprocess(logits, deltas, (images.shape[-2], images.shape[-1]),
+                                original_sizes)
+
+    @torch.no_grad()
+    def postprocess(self, logits: torch.Tensor, deltas: torch.Tensor, size: tuple[int, int],
+                    original_sizes: torch.Tensor | None = None) -> Detections:
+        """``detect`` after the network: the head's outputs (logits (B, A, C), deltas (B, A, 4),
+        any float dtype, computed in float32 at least) of inputs of ``size`` (H, W) to
+        detections, as ``detect`` returns them."""
+        cfg = self.cfg
+        device = logits.device
+        anchors, counts = self.anchors(size, device)
+        b = logits.shape[0]
+        sizes = torch.tensor([size] * b, device=device)
         acc = torch.promote_types(logits.dtype, torch.float32)
         det = retinanet_postprocess(
             logits.to(acc), deltas.to(acc), anchors.to(acc), sizes, counts,
@@ -186,9 +195,9 @@ class RetinaNet(nn.Module):
         if original_sizes is None:
             return det
         # [ref] transform.resize_boxes: the ratios in float32
-        o = original_sizes.to(device=images.device, dtype=torch.float32)
-        rh = o[:, 0] / torch.tensor(float(size[0]), device=images.device)
-        rw = o[:, 1] / torch.tensor(float(size[1]), device=images.device)
+        o = original_sizes.to(device=device, dtype=torch.float32)
+        rh = o[:, 0] / torch.tensor(float(size[0]), device=device)
+        rw = o[:, 1] / torch.tensor(float(size[1]), device=device)
         ratio = torch.stack((rw, rh, rw, rh), dim=1)[:, None, :].to(det.boxes.dtype)
         return det._replace(boxes=det.boxes * ratio)
 

@@ -15,7 +15,8 @@ Sources, as read:
   the last two, ``num_defaults = [4, 6, 6, 6, 4, 4]``, Xavier-uniform init), ``utils.py``
   (``DefaultBoxes(scale_xy=0.1, scale_wh=0.2)``, ``Encoder.encode(criteria=0.5)`` forcing each
   box's best default box, ``SSDCropping`` with the options None, 0.1, 0.3, 0.5, 0.7, 0.9,
-  (None, None) and ``num_cropping_iterations`` logged as ``max_samples``, the crop's size in
+  (None, None) and ``num_cropping_iterations`` windows drawn per option (default 1, "other
+  legal value is 50") logged as ``max_samples``, the crop's size in
   [0.3, 1] with aspect ratio in [0.5, 2]; ``RandomHorizontalFlip(p=0.5)``;
   ``ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.05)``; ImageNet mean and
   std; resize to 300 x 300; ``COCODetection`` drops images without annotations and keeps crowd
@@ -29,15 +30,25 @@ Sources, as read:
   nms_valid_thresh 0.05)`` with at most 200 candidates per class), ``run_and_time.sh``
   (``NUMEPOCHS=70``, ``--warmup-factor 0``, ``--threshold=0.23``) and the README (COCO 2017
   train / val, mAP 0.23).
-- [rules] mlperf-logging ``compliance_checker/training_1.0.0/closed_ssd.yaml``:
+- [checker] mlperf-logging ``compliance_checker/training_1.0.0/closed_ssd.yaml``:
   ``opt_learning_rate_warmup_steps >= 1``, ``opt_learning_rate_warmup_factor >= 0``,
-  ``max_samples`` in [1, 50], decay boundaries multiples of 40 and 50 in 10% steps,
-  ``model_bn_span``, ``eval_accuracy >= 0.230`` with ``epoch_num``.
-- [rcp] mlperf-logging ``rcp_checker/training_1.0.0/rcps_ssd.json``, ``ssd_ref_1024_s128``:
-  batch 1,024, base rate 2.5e-3, boundaries [40, 50], warmup factor 0, "warmup steps"
-  2.619685 (the reference's ``--warmup`` in epochs: ``int(2.619685 * 117266 / 1024)`` = 300
-  steps), weight decay 5e-4, ``max_samples`` 50, bn span 128; converges in 50 epochs (all ten
-  runs).
+  ``max_samples`` ``in [1, 50]`` (a list: 1 or 50), decay boundaries multiples of 40 and 50
+  in 10% steps, ``model_bn_span``, ``eval_accuracy >= 0.230`` with ``epoch_num``.
+- [rcp] mlperf-logging ``rcp_checker/training_1.0.0/rcps_ssd.json``: three points,
+  ``ssd_ref_1024_s128``, ``ssd_ref_2048_s16`` and ``ssd_ref_4096_s64`` (``RCPS`` below). Their
+  "Hyperparams" are the reference's command-line arguments, not the values its log records: the
+  file's ``opt_base_learning_rate`` is ``--lr`` (the rate per 32 images: 2.5e-3 at batch 1,024,
+  where the reference logs and trains at 2.5e-3 * 1024 / 32 = 0.08) and its
+  ``opt_learning_rate_warmup_steps`` is ``--warmup`` in epochs (2.619685 at batch 1,024: the
+  reference logs ``int(2.619685 * 117266 / 1024)`` = 299 steps). ``rcp_as_logged`` converts.
+- [rules] training_policies ``training_rules.adoc`` (v1.0, 2021-05-13), the ssd rows of the
+  hyperparameter table: ``opt_base_learning_rate`` is "the learning rate after warm up and before
+  decay", ``opt_learning_rate_warmup_steps`` an integer >= 1 "number of steps", ``max_samples``
+  "1 or 50". RCPs are matched by global batch size alone; mlperf-logging's rcp_checker compares
+  epochs to converge, never hyperparameters.
+- [sub] mlcommons/training_results_v1.0 ``*/results/*/ssd/result_0.txt``: the submissions log
+  the scaled rate (NVIDIA: 0.0899745 at batch 912, 0.139968 at 1,536) and warmup in steps
+  (642, 839); NVIDIA and Dell log ``max_samples`` 1, Google 50.
 - [nv] mlcommons/training_results_v1.0 NVIDIA ``benchmarks/ssd/implementations/*/mxnet``
   ``run_and_time.sh``: 117,266 training and 5,000 evaluation images.
 - [tv] torchvision ``models/detection/anchor_utils.py`` ``DefaultBoxGenerator`` (the same
@@ -47,6 +58,7 @@ Sources, as read:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from mlperf_fast.harness.workload import Metric, Schedule, WorkloadConfig
 from mlperf_fast.workloads.ssd.boxes import boxes_per_location
@@ -79,7 +91,10 @@ class SSDConfig(WorkloadConfig):
     match_iou: float = 0.5  # [ref] Encoder.encode criteria
     neg_ratio: int = 3  # [ref] Loss: 3 negatives per positive
     # -- augmentation [ref] utils.py SSDTransformer
-    crop_iterations: int = 1  # SSDCropping(num_cropping_iterations), logged as max_samples
+    #: SSDCropping(num_cropping_iterations), logged as max_samples: the windows drawn for one
+    #: drawn option before another option is drawn. Only 1 is implemented (the reference's
+    #: default; NVIDIA's v1.0 submissions log 1, the RCPs were run with 50)
+    crop_iterations: int = 1
     brightness: float = 0.125
     contrast: float = 0.5
     saturation: float = 0.5
@@ -87,12 +102,13 @@ class SSDConfig(WorkloadConfig):
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     # -- optimizer [ref] train.py; [rcp] ssd_ref_1024_s128
-    lr_per_32: float = 2.5e-3  # the rate is lr_per_32 * global_batch / 32
+    lr_per_32: float = 2.5e-3  # --lr: the rate is lr_per_32 * global_batch / 32
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    #: [rcp] 2.619685 epochs (six decimals of 300 steps at batch 1,024 over 117,266 images:
-    #: the exact value, so that the reference's int() gives those 300 steps)
-    warmup_epochs: float = 300 * 1024 / COCO_TRAIN_NONEMPTY
+    #: --warmup, in epochs: int(warmup_epochs * train images / global batch) steps. [rcp]
+    #: 2.619685 as the file gives it: 299 steps at batch 1,024 on COCO's 117,266 images (the
+    #: six decimals of 300 steps fall just short of 300)
+    warmup_epochs: float = 2.619685
     warmup_factor: int = 0
     decay_epochs: tuple[int, ...] = (40, 50)
     decay_gamma: float = 0.1
@@ -126,9 +142,9 @@ class SSDConfig(WorkloadConfig):
             raise ValueError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
-        if not 1 <= self.crop_iterations <= 50:
-            raise ValueError(f"crop_iterations must lie in [1, 50] (max_samples), got "
-                             f"{self.crop_iterations}")
+        if self.crop_iterations != 1:
+            raise ValueError(f"crop_iterations (max_samples) must be 1: the SSD crop draws one "
+                             f"window per drawn option, got {self.crop_iterations}")
 
     @property
     def num_defaults(self) -> tuple[int, ...]:
@@ -156,14 +172,69 @@ class SSDConfig(WorkloadConfig):
         return int(self.warmup_epochs * train_samples / self.global_batch_size)
 
 
-CLOSED = SSDConfig(
-    name="closed",
-    division="closed",
-    targets=(Metric("mAP", 0.23),),  # [ref] --threshold=0.23; [rules] eval_accuracy >= 0.230
-    # [ref] --val-interval 5, NUMEPOCHS=70; [rcp] converges at the evaluation after epoch 50
-    schedule=Schedule(unit="epoch", every=5, budget=70),
-    global_batch_size=1024,  # [rcp] ssd_ref_1024_s128 (per-GPU 128: the bn span)
-)
+class RCP(NamedTuple):
+    """One reference convergence point's arguments, in the reference's units (see [rcp])."""
+
+    name: str
+    lr_per_32: float  # --lr
+    warmup_epochs: float  # --warmup
+    decay_epochs: tuple[int, int]  # --lr-decay-schedule
+    weight_decay: float  # --weight-decay
+    max_samples: int  # --num-cropping-iterations
+    bn_span: int  # --batch-size: per process, the batch norm's span
+    converged: int  # the slowest of its runs' epochs to converge
+
+
+#: [rcp] rcps_ssd.json of training_1.0.0, by global batch. (The third's name says s64, its
+#: model_bn_span says 16.)
+RCPS: dict[int, RCP] = {
+    1024: RCP("ssd_ref_1024_s128", 2.5e-3, 2.619685, (40, 50), 5e-4, 50, 128, 50),
+    2048: RCP("ssd_ref_2048_s16", 0.00457, 26, (60, 75), 4e-5, 50, 16, 70),
+    4096: RCP("ssd_ref_4096_s64", 2.5e-3, 40, (80, 100), 4e-5, 50, 16, 90),
+}
+
+
+def rcp_as_logged(rcp_hyperparameters: dict[str, Any], global_batch_size: int,
+                  train_samples: int) -> dict[str, Any]:
+    """An RCP record's "Hyperparams" (the reference's arguments) as the reference logs them in
+    a run of ``global_batch_size`` over ``train_samples`` images: ``opt_base_learning_rate`` =
+    ``--lr * global_batch / 32``, ``opt_learning_rate_warmup_steps`` = ``int(--warmup * images /
+    global_batch)`` (train.py); every other key as it is."""
+    out = dict(rcp_hyperparameters)
+    if "opt_base_learning_rate" in out:
+        out["opt_base_learning_rate"] = out["opt_base_learning_rate"] * global_batch_size / 32
+    if "opt_learning_rate_warmup_steps" in out:
+        out["opt_learning_rate_warmup_steps"] = int(
+            out["opt_learning_rate_warmup_steps"] * train_samples / global_batch_size)
+    return out
+
+
+def rcp_config(global_batch: int) -> SSDConfig:
+    """The closed configuration at the RCP of ``global_batch``. Its bn span is the batch of one
+    process: run it on ``global_batch // RCPS[global_batch].bn_span`` processes. max_samples
+    stays 1 (the only crop implemented; the RCP's is 50)."""
+    if global_batch not in RCPS:
+        raise ValueError(f"no SSD v1.0 RCP at global batch {global_batch} (RCPs: "
+                         f"{', '.join(str(b) for b in RCPS)})")
+    r = RCPS[global_batch]
+    return SSDConfig(
+        name=f"closed_bs{global_batch}",
+        division="closed",
+        targets=(Metric("mAP", 0.23),),  # [ref] --threshold=0.23; [checker] >= 0.230
+        # [ref] --val-interval 5; NUMEPOCHS=70 is 20 epochs past the 1,024 point's 50: the same
+        # margin past each point's slowest run
+        schedule=Schedule(unit="epoch", every=5, budget=r.converged + 20),
+        global_batch_size=global_batch,
+        lr_per_32=r.lr_per_32,
+        warmup_epochs=r.warmup_epochs,
+        decay_epochs=r.decay_epochs,
+        weight_decay=r.weight_decay,
+    )
+
+
+#: The default closed configuration: the RCP at global batch 1,024, 128 images per process on 8
+#: processes ([rcp] ssd_ref_1024_s128; [ref] base rate 0.08, 299 warmup steps, decay at 40, 50).
+CLOSED = rcp_config(1024).replace(name="closed")
 
 EMBEDDED = SSDConfig(
     name="embedded",
@@ -201,4 +272,7 @@ EMBEDDED = SSDConfig(
     synth_size=128,
 )
 
-CONFIGS: dict[str, SSDConfig] = {"closed": CLOSED, "embedded": EMBEDDED}
+CONFIGS: dict[str, SSDConfig] = {
+    "closed": CLOSED, "embedded": EMBEDDED,
+    **{f"closed_bs{b}": rcp_config(b) for b in RCPS},
+}

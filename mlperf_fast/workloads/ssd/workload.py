@@ -1,14 +1,16 @@
 """SSD as a Workload: COCO 2017 (or the embedded detection set in the same layout), the
 optimized SSD (model.py), momentum SGD with weight decay on the reference's warmup and step
 schedule, box mAP (pycocotools' COCOeval through mlperf_fast.metrics.coco_map) on the
-validation images every 5 epochs (the embedded config: every 2).
+validation images every 5 epochs (the embedded config: every epoch).
 
 With several processes (torchrun) the model is data-parallel (DistributedDataParallel): each
 process trains its slice of every global batch and detects on its share of the validation
-images; the detections are gathered so that every process scores the same set.
+images with rank 0's batch-norm statistics; rank 0 gathers the detections, scores them and
+sends every process the score.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from mlperf_fast.harness import distributed
 from mlperf_fast.harness.step import TrainStep
 from mlperf_fast.harness.timing import Stopwatch
 from mlperf_fast.harness.workload import DataError, ModelOptimizerState, RunContext, Workload
+from mlperf_fast.ops.nms import Detections
 from mlperf_fast.optim.schedules import set_lr, ssd_warmup_multistep
 from mlperf_fast.workloads.ssd.boxes import decode_batch, default_boxes
 from mlperf_fast.workloads.ssd.config import CONFIGS, SSDConfig
@@ -110,6 +113,14 @@ class SSDWorkload(ModelOptimizerState, Workload):
             "max_samples": cfg.crop_iterations,
         }
 
+    def rcp_as_logged(self, rcp_hyperparameters: dict[str, Any]) -> dict[str, Any]:
+        """An RCP record's hyperparameters (the reference's arguments: the rate per 32 images,
+        the warmup in epochs) as this run's log states them (config.rcp_as_logged)."""
+        from mlperf_fast.workloads.ssd.config import rcp_as_logged
+
+        train, _ = self.splits()
+        return rcp_as_logged(rcp_hyperparameters, self.config.global_batch_size, len(train))
+
     def build(self) -> None:
         from mlperf_fast.data.loader import default_workers
         from mlperf_fast.optim.sgd import FusedSGD
@@ -191,6 +202,14 @@ class SSDWorkload(ModelOptimizerState, Workload):
 
         cfg, ctx = self.config, self.ctx
         dev = ctx.device
+        if ctx.distributed:
+            # each process's batch-norm statistics followed its own last slice (DDP broadcasts
+            # rank 0's only at the next training forward): detect with rank 0's everywhere, the
+            # model the reference evaluates (on rank 0 alone)
+            import torch.distributed as dist
+
+            for buf in self.model.buffers():
+                dist.broadcast(buf, 0)
         self.model.eval()
         dboxes = self.dboxes.to(dev)
         out = []
@@ -207,15 +226,8 @@ class SSDWorkload(ModelOptimizerState, Workload):
                 det = decode_batch(ploc, plabel, dboxes, score_threshold=cfg.score_threshold,
                                    iou_threshold=cfg.nms_iou, max_per_class=cfg.max_per_class,
                                    max_output=cfg.max_detections)
-                scale = sizes[:, [1, 0, 1, 0]].to(dev)[:, None, :]  # (W, H, W, H)
-                boxes = (det.boxes.float() * scale).cpu().numpy()
-                scores = det.scores.float().cpu().numpy()
-                labels = (det.labels - 1).cpu().numpy()
-                counts = det.counts.cpu().tolist()
-                for j, i in enumerate(idx.tolist()):
-                    n = counts[j]
-                    out.append({"image_id": self.val_data.images[i].id, "boxes": boxes[j, :n],
-                                "scores": scores[j, :n], "labels": labels[j, :n]})
+                out += coco_detections(det, [self.val_data.images[i].id for i in idx.tolist()],
+                                       sizes)
         finally:
             self.model.train()
         return out
@@ -223,10 +235,29 @@ class SSDWorkload(ModelOptimizerState, Workload):
     def evaluate(self) -> dict[str, float]:
         from mlperf_fast.metrics.coco_map import coco_map
 
-        detections = self.detect()
-        if self.ctx.distributed:
-            detections = [d for part in distributed.all_gather_object(detections) for d in part]
-        return {"mAP": float(coco_map(self.val_data, detections)["mAP"])}
+        mine = self.detect()
+        everyone = distributed.all_gather_object(mine) if self.ctx.distributed else [mine]
+        score = None
+        if self.ctx.rank == 0:  # one process scores, the others wait for its number
+            score = float(coco_map(self.val_data, [d for part in everyone for d in part])["mAP"])
+        score = distributed.broadcast_object(score) if self.ctx.distributed else score
+        return {"mAP": score}
+
+
+def coco_detections(det: Detections, image_ids: Sequence[int], sizes: torch.Tensor
+                    ) -> list[dict]:
+    """A batch's ``Detections`` (boxes.decode_batch: relative ltrb boxes, labels 1..C-1) as
+    metrics.coco_map takes them, on the CPU: per image {"image_id", "boxes" (k, 4) float32
+    numpy XYXY in the pixels of its stored image, whose (H, W) is ``sizes[j]``, "scores" (k,),
+    "labels" (k,) int64 contiguous 0..C-2}."""
+    scale = sizes[:, [1, 0, 1, 0]].to(det.boxes.device)[:, None, :]  # (W, H, W, H)
+    boxes = (det.boxes.float() * scale).cpu().numpy()
+    scores = det.scores.float().cpu().numpy()
+    labels = (det.labels - 1).cpu().numpy()
+    counts = det.counts.cpu().tolist()
+    return [{"image_id": int(image_id), "boxes": boxes[j, :counts[j]],
+             "scores": scores[j, :counts[j]], "labels": labels[j, :counts[j]]}
+            for j, image_id in enumerate(image_ids)]
 
 
 WORKLOAD = SSDWorkload
