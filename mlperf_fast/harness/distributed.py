@@ -55,6 +55,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Every buffer of ``module`` (batch norm's running statistics) from rank ``src``, in place:
+    DistributedDataParallel broadcasts them only at the next training forward, so a model that
+    evaluates right after training would otherwise hold each rank's own."""
+    if is_distributed():
+        for buf in module.buffers():
+            dist.broadcast(buf, src)
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` from rank ``src`` on every rank."""
     if not is_distributed():

@@ -191,7 +191,7 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         log.start(C.RUN_START, time_ms=run_start)
         done_progress, history = 0, []
         rcp = rcp_match(workload.benchmark, workload.division, hyperparameters,
-                        workload.ruleset)
+                        workload.ruleset, workload.rcp_as_logged)
         if rcp.get("warning"):
             ctx.log(f"warning: {rcp['warning']}")
     else:
@@ -207,7 +207,7 @@ def _run_one(workload_cls: type[Workload], options: RunOptions, ctx: RunContext)
         set_rng_state(state["rng"][ctx.rank])
         run_start, done_progress, history = state["run_start_ms"], state["progress"], state["history"]
         rcp = rcp_match(workload.benchmark, workload.division, hyperparameters,
-                        workload.ruleset)
+                        workload.ruleset, workload.rcp_as_logged)
     steps.run_start_ms = run_start
 
     status = "aborted"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 from mlperf_fast.harness.compliance import MLPERF_BENCHMARKS, RULESET
@@ -41,9 +42,13 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def rcp_match(benchmark: str, division: str, hyperparameters: dict[str, Any],
-              ruleset: str = RULESET) -> dict[str, Any]:
+              ruleset: str = RULESET,
+              as_logged: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
     """{"name": RCP} when a closed run's logged hyperparameters match one of round ``ruleset``;
-    {"warning": ...} when none does; {} for open runs and benchmarks that have no RCPs."""
+    {"warning": ...} when none does; {} for open runs and benchmarks that have no RCPs.
+    ``as_logged`` maps an RCP's "Hyperparams" to the values a run's log states for them, where
+    a round's RCP file records the reference's arguments in other units (Workload.rcp_as_logged)."""
     if division != "closed" or benchmark not in MLPERF_BENCHMARKS:
         return {}
     rcps = load_rcps(benchmark, ruleset)
@@ -58,7 +63,8 @@ def rcp_match(benchmark: str, division: str, hyperparameters: dict[str, Any],
     best, best_diff = None, None
     for name, record in same_batch.items():
         diff = {}
-        for key, want in record.get("Hyperparams", {}).items():
+        wanted = record.get("Hyperparams", {})
+        for key, want in (as_logged(wanted) if as_logged is not None else wanted).items():
             if key in _SPLIT_ONLY:
                 continue
             have = hyperparameters.get(_KEY_IN_LOG.get(key, key))

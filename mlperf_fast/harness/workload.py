@@ -280,6 +280,12 @@ class Workload(abc.ABC):
         eval_samples, gradient_accumulation_steps, ... (whatever the benchmark's rules ask)."""
         return {}
 
+    def rcp_as_logged(self, rcp_hyperparameters: dict[str, Any]) -> dict[str, Any]:
+        """An RCP record's "Hyperparams" as this benchmark's log states them (for the RCP
+        check): the same values unless the round's RCP file keeps the reference's arguments in
+        other units (SSD v1.0: the rate per 32 images, the warmup in epochs)."""
+        return dict(rcp_hyperparameters)
+
     # -- the run ---------------------------------------------------------------------------
     @abc.abstractmethod
     def build(self) -> None:

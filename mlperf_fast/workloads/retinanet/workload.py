@@ -214,14 +214,9 @@ class RetinaNetWorkload(ModelOptimizerState, Workload):
 
         cfg, ctx = self.config, self.ctx
         dev = ctx.device
-        if ctx.distributed:
-            # trainable batch norm (the embedded model) keeps each rank's running statistics;
-            # every rank evaluates with rank 0's, as DistributedDataParallel's next forward
-            # would broadcast them
-            import torch.distributed as dist
-
-            for buf in self.model.buffers():
-                dist.broadcast(buf, 0)
+        # trainable batch norm (the embedded model) keeps each rank's running statistics:
+        # every rank evaluates with rank 0's
+        distributed.broadcast_buffers(self.model)
         self.model.eval()
         amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else None
         out = []

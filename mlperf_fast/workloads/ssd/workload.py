@@ -202,14 +202,9 @@ class SSDWorkload(ModelOptimizerState, Workload):
 
         cfg, ctx = self.config, self.ctx
         dev = ctx.device
-        if ctx.distributed:
-            # each process's batch-norm statistics followed its own last slice (DDP broadcasts
-            # rank 0's only at the next training forward): detect with rank 0's everywhere, the
-            # model the reference evaluates (on rank 0 alone)
-            import torch.distributed as dist
-
-            for buf in self.model.buffers():
-                dist.broadcast(buf, 0)
+        # each process's batch-norm statistics followed its own last slice: detect with rank 0's
+        # everywhere, the model the reference evaluates (on rank 0 alone)
+        distributed.broadcast_buffers(self.model)
         self.model.eval()
         dboxes = self.dboxes.to(dev)
         out = []
