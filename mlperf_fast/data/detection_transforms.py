@@ -10,10 +10,12 @@ scaling=[0.3, 1.0], aspect_ratio=[0.5, 2.0], allow_no_crop=True, num_attempts=1)
 
 - draw one of seven options uniformly: no crop; a minimum IoU of 0.1, 0.3, 0.5, 0.7 or 0.9; or
   no IoU constraint;
-- draw the crop's width and height as fractions U(0.3, 1) of the image's; redraw (the option
-  too) if w / h is outside [0.5, 2]; draw its left and top uniformly so that it fits;
+- draw the crop's width and height as fractions U(0.3, 1) of the image's; skip the window if
+  w / h is outside [0.5, 2]; draw its left and top uniformly so that it fits;
 - accept it if *every* box has IoU with the crop window above the minimum, and at least one box
-  has its centre strictly inside; otherwise draw again, from the option on;
+  has its centre strictly inside; otherwise draw another window for the same option, up to
+  ``attempts`` windows (the reference's ``num_cropping_iterations``, logged as ``max_samples``:
+  1 by default, 50 in the v1.0 RCPs' runs), then draw the option again;
 - keep the boxes whose centres are inside, clip them to the window, and shift them.
 
 Where the reference measures boxes against the window in fractions and then cuts the image at
@@ -93,18 +95,21 @@ def box_iou_window(boxes: torch.Tensor, window: Sequence[float]) -> torch.Tensor
 
 
 def ssd_random_crop(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
-                    generator: torch.Generator | None = None
+                    generator: torch.Generator | None = None, attempts: int = 1
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The SSD reference's IoU-constrained random crop (see the module's docstring).
 
     image (C, H, W); boxes (n, 4) XYXY px; labels (n,) or (n, ...), indexed along with the boxes
-    (pass a stacked tensor to carry more per-box fields). Returns the cropped image, the kept
-    boxes clipped to it in its own pixel coordinates (float32 or boxes' float dtype), and their
-    labels. An image without boxes is returned uncropped.
+    (pass a stacked tensor to carry more per-box fields); ``attempts`` >= 1 windows per drawn
+    option. Returns the cropped image, the kept boxes clipped to it in its own pixel
+    coordinates (float32 or boxes' float dtype), and their labels. An image without boxes is
+    returned uncropped.
     """
     _check(image, boxes)
     if labels.shape[0] != boxes.shape[0]:
         raise ValueError(f"labels has {labels.shape[0]} rows but boxes {boxes.shape[0]}")
+    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
+        raise ValueError(f"attempts must be an int >= 1, got {attempts!r}")
     h, w = image.shape[-2:]
     fboxes = boxes if boxes.is_floating_point() else boxes.float()
     n_opt = len(SSD_CROP_MIN_IOUS)
@@ -112,30 +117,43 @@ def ssd_random_crop(image: torch.Tensor, boxes: torch.Tensor, labels: torch.Tens
         min_iou = SSD_CROP_MIN_IOUS[int(torch.randint(n_opt, (), generator=generator))]
         if min_iou is None or len(boxes) == 0:
             return image, boxes, labels
-        cw = _uniform(generator, *SSD_CROP_SCALE)
-        ch = _uniform(generator, *SSD_CROP_SCALE)
-        if not SSD_CROP_ASPECT[0] <= cw / ch <= SSD_CROP_ASPECT[1]:
-            continue
-        left = _uniform(generator, 0.0, 1.0 - cw)
-        top = _uniform(generator, 0.0, 1.0 - ch)
-        # the pixel window that is cut (the reference truncates the same way)
-        l, t = int(left * w), int(top * h)
-        r, b = int((left + cw) * w), int((top + ch) * h)
-        if r <= l or b <= t:
-            continue
-        ious = box_iou_window(fboxes.double(), (l, t, r, b))
-        if not bool((ious > min_iou).all()):
-            continue
-        xc = 0.5 * (fboxes[:, 0] + fboxes[:, 2])
-        yc = 0.5 * (fboxes[:, 1] + fboxes[:, 3])
-        keep = (xc > l) & (xc < r) & (yc > t) & (yc < b)
-        if not bool(keep.any()):
-            continue
-        kept = fboxes[keep].clone()
-        kept[:, 0::2] = kept[:, 0::2].clamp(l, r) - l
-        kept[:, 1::2] = kept[:, 1::2].clamp(t, b) - t
-        return image[:, t:b, l:r], kept, labels[keep]
+        for _ in range(attempts):
+            window = _crop_window(fboxes, h, w, min_iou, generator)
+            if window is None:
+                continue
+            l, t, r, b, keep = window
+            kept = fboxes[keep].clone()
+            kept[:, 0::2] = kept[:, 0::2].clamp(l, r) - l
+            kept[:, 1::2] = kept[:, 1::2].clamp(t, b) - t
+            return image[:, t:b, l:r], kept, labels[keep]
     return image, boxes, labels
+
+
+def _crop_window(fboxes: torch.Tensor, h: int, w: int, min_iou: float,
+                 generator: torch.Generator | None
+                 ) -> tuple[int, int, int, int, torch.Tensor] | None:
+    """One drawn window (left, top, right, bottom px and the kept boxes' mask), or None where
+    it fails the aspect, IoU or centre test."""
+    cw = _uniform(generator, *SSD_CROP_SCALE)
+    ch = _uniform(generator, *SSD_CROP_SCALE)
+    if not SSD_CROP_ASPECT[0] <= cw / ch <= SSD_CROP_ASPECT[1]:
+        return None
+    left = _uniform(generator, 0.0, 1.0 - cw)
+    top = _uniform(generator, 0.0, 1.0 - ch)
+    # the pixel window that is cut (the reference truncates the same way)
+    l, t = int(left * w), int(top * h)
+    r, b = int((left + cw) * w), int((top + ch) * h)
+    if r <= l or b <= t:
+        return None
+    ious = box_iou_window(fboxes.double(), (l, t, r, b))
+    if not bool((ious > min_iou).all()):
+        return None
+    xc = 0.5 * (fboxes[:, 0] + fboxes[:, 2])
+    yc = 0.5 * (fboxes[:, 1] + fboxes[:, 3])
+    keep = (xc > l) & (xc < r) & (yc > t) & (yc < b)
+    if not bool(keep.any()):
+        return None
+    return l, t, r, b, keep
 
 
 def _blend(a: torch.Tensor, b: torch.Tensor | float, ratio: float) -> torch.Tensor:

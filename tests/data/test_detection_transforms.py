@@ -123,6 +123,39 @@ def test_ssd_crop_meets_each_min_iou(monkeypatch):
         assert checked >= (15 if min_iou < 0.9 else 1)
 
 
+def test_ssd_crop_attempts_windows_per_drawn_option(monkeypatch):
+    # num_cropping_iterations: a failed window is redrawn for the same option, up to attempts
+    # windows, before the option is drawn again
+    img = _image(torch.Generator().manual_seed(4))
+    boxes = _boxes(torch.Generator().manual_seed(5), 4, 60, 80)
+    monkeypatch.setattr(T, "SSD_CROP_MIN_IOUS", (0.5, 0.3))  # no "no crop" option
+    real_randint = torch.randint
+    fails = 3
+    for attempts, options in ((1, 4), (2, 2), (5, 1)):
+        windows, draws = [], []
+
+        def window(fboxes, h, w, min_iou, generator):
+            windows.append(min_iou)
+            if len(windows) <= fails:
+                return None
+            return 0, 0, w, h, torch.ones(len(fboxes), dtype=torch.bool)
+
+        def randint(*a, **k):
+            draws.append(1)
+            return real_randint(*a, **k)
+        monkeypatch.setattr(T, "_crop_window", window)
+        monkeypatch.setattr(T.torch, "randint", randint)
+        out, ob, ol = T.ssd_random_crop(img, boxes, torch.arange(4),
+                                        torch.Generator().manual_seed(1), attempts=attempts)
+        monkeypatch.setattr(T.torch, "randint", real_randint)
+        assert len(windows) == fails + 1 and len(draws) == options, attempts
+        assert out.shape == img.shape and torch.equal(ol, torch.arange(4))
+    monkeypatch.undo()
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="attempts"):
+            T.ssd_random_crop(img, boxes, torch.arange(4), attempts=bad)
+
+
 def test_ssd_crop_reproducible_and_edge_cases():
     img = _image(torch.Generator().manual_seed(4))
     boxes = _boxes(torch.Generator().manual_seed(5), 4, 60, 80)

@@ -124,7 +124,7 @@ def test_closed_keys_are_the_v1_rules():
     assert hp["opt_base_learning_rate"] == pytest.approx(0.08)  # 2.5e-3 * 1024 / 32
     assert hp["opt_learning_rate_warmup_steps"] == 299  # int(2.619685 * 117266 / 1024)
     assert hp["opt_learning_rate_decay_boundary_epochs"] == [40, 50]
-    assert hp["max_samples"] == 1 and hp["opt_learning_rate_warmup_factor"] == 0
+    assert hp["max_samples"] == 50 and hp["opt_learning_rate_warmup_factor"] == 0
     assert hp["opt_weight_decay"] == 5e-4
     # the optimizer's rate: 0 at the first step, (1 - 1/299) of 0.08 after the warmup (the
     # reference sets nothing then), 0.008 from epoch 40, 0.0008 from epoch 50
@@ -164,28 +164,24 @@ def test_closed_configs_follow_their_rcps(batch):
         "max_samples": rcp.max_samples, "model_bn_span": rcp.bn_span}
     assert max(records[rcp.name]["Epochs to converge"]) == rcp.converged
     # the file holds the reference's arguments: compared as they stand, the rate per 32 images
-    # and the warmup in epochs differ from any log (and max_samples: the RCPs used 50)
+    # and the warmup in epochs differ from any log
     raw = rcp_match("ssd", "closed", hp, "1.0.0")
     assert raw["nearest"] == rcp.name
     assert set(raw["differences"]) == {"opt_base_learning_rate",
-                                       "opt_learning_rate_warmup_steps", "max_samples"}
+                                       "opt_learning_rate_warmup_steps"}
     # converted to what the reference logs with those arguments (as the harness's RCP check
-    # does), only max_samples remains
-    match = rcp_match("ssd", "closed", hp, "1.0.0", w.rcp_as_logged)
-    assert match["nearest"] == rcp.name
-    assert match["differences"] == {"max_samples": {"rcp": 50, "run": 1}}
-    without_crop = {k: v for k, v in hp.items() if k != "max_samples"}
-
-    def no_crop(h):
-        return {k: v for k, v in w.rcp_as_logged(h).items() if k != "max_samples"}
-    assert rcp_match("ssd", "closed", without_crop, "1.0.0", no_crop) == {"name": rcp.name}
+    # does), the run matches its RCP; with the reference's default crop it would not
+    assert rcp_match("ssd", "closed", hp, "1.0.0", w.rcp_as_logged) == {"name": rcp.name}
+    one_crop = rcp_match("ssd", "closed", {**hp, "max_samples": 1}, "1.0.0", w.rcp_as_logged)
+    assert one_crop["differences"] == {"max_samples": {"rcp": 50, "run": 1}}
 
 
 def test_rcp_arguments_and_the_crop_are_checked():
     with pytest.raises(ValueError, match="no SSD v1.0 RCP at global batch 512"):
         rcp_config(512)
+    assert CLOSED.crop_iterations == 50 and CLOSED.replace(crop_iterations=1).crop_iterations == 1
     with pytest.raises(ValueError, match="crop_iterations"):
-        CLOSED.replace(crop_iterations=50)
+        CLOSED.replace(crop_iterations=10)
 
 
 def test_data_errors_come_first(tmp_path):

@@ -92,8 +92,8 @@ class SSDConfig(WorkloadConfig):
     neg_ratio: int = 3  # [ref] Loss: 3 negatives per positive
     # -- augmentation [ref] utils.py SSDTransformer
     #: SSDCropping(num_cropping_iterations), logged as max_samples: the windows drawn for one
-    #: drawn option before another option is drawn. Only 1 is implemented (the reference's
-    #: default; NVIDIA's v1.0 submissions log 1, the RCPs were run with 50)
+    #: drawn option before another option is drawn; the rules allow 1 (the reference's default;
+    #: NVIDIA's v1.0 submissions log 1) or 50 (the RCPs' runs, so the closed configs')
     crop_iterations: int = 1
     brightness: float = 0.125
     contrast: float = 0.5
@@ -142,9 +142,9 @@ class SSDConfig(WorkloadConfig):
             raise ValueError(f"compile must be 'auto', 'on' or 'off', got {self.compile!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
-        if self.crop_iterations != 1:
-            raise ValueError(f"crop_iterations (max_samples) must be 1: the SSD crop draws one "
-                             f"window per drawn option, got {self.crop_iterations}")
+        if self.crop_iterations not in (1, 50):
+            raise ValueError(f"crop_iterations (max_samples) must be 1 or 50 (the rules' "
+                             f"values), got {self.crop_iterations}")
 
     @property
     def num_defaults(self) -> tuple[int, ...]:
@@ -211,8 +211,8 @@ def rcp_as_logged(rcp_hyperparameters: dict[str, Any], global_batch_size: int,
 
 def rcp_config(global_batch: int) -> SSDConfig:
     """The closed configuration at the RCP of ``global_batch``. Its bn span is the batch of one
-    process: run it on ``global_batch // RCPS[global_batch].bn_span`` processes. max_samples
-    stays 1 (the only crop implemented; the RCP's is 50)."""
+    process: run it on ``global_batch // RCPS[global_batch].bn_span`` processes; the crop makes
+    the RCP's max_samples attempts per option."""
     if global_batch not in RCPS:
         raise ValueError(f"no SSD v1.0 RCP at global batch {global_batch} (RCPs: "
                          f"{', '.join(str(b) for b in RCPS)})")
@@ -229,6 +229,7 @@ def rcp_config(global_batch: int) -> SSDConfig:
         warmup_epochs=r.warmup_epochs,
         decay_epochs=r.decay_epochs,
         weight_decay=r.weight_decay,
+        crop_iterations=r.max_samples,
     )
 
 

@@ -48,7 +48,8 @@ class TrainTransform:
         boxes = target["boxes"].to(torch.float32)
         labels = target["labels"].to(torch.int64) + 1
         if boxes.shape[0]:
-            image, boxes, labels = T.ssd_random_crop(image, boxes, labels, generator)
+            image, boxes, labels = T.ssd_random_crop(image, boxes, labels, generator,
+                                                     attempts=cfg.crop_iterations)
         if float(torch.rand((), generator=generator)) < 0.5:
             image, boxes = T.hflip(image, boxes)
         image, boxes = T.resize(image, boxes, (s, s))
