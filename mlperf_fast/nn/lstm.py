@@ -37,7 +37,10 @@ class LSTMInputError(TypeError, ValueError, RuntimeError):
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    # torch.nn.LSTM's error types: TypeError for a non-int, ValueError for a non-positive int.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+    if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return value
 
@@ -50,6 +53,9 @@ class LSTM(nn.Module):
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("num_layers", num_layers)):
             _positive_int(name, value)
+        for name, value in (("bias", bias), ("batch_first", batch_first)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} should be of type bool, got: {type(value).__name__}")
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or \

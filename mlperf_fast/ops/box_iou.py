@@ -23,19 +23,30 @@ def check_boxes(t: object, name: str, dims: tuple[int, ...] = (2, 3),
     return t
 
 
-def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+BOX_FORMATS = ("xyxy", "xywh", "cxcywh")
+
+
+def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, fmt: str = "xyxy", *,
+            backend: str = "auto") -> torch.Tensor:
     """torchvision.ops.box_iou.
 
     Args:
-        boxes1: (N, 4) or (B, N, 4) (x1, y1, x2, y2) boxes, a float dtype, or an integer dtype
-            (as torchvision: areas and intersections in int64, the ratio in float32).
+        boxes1: (N, 4) or (B, N, 4) boxes, a float dtype, or an integer dtype (as torchvision:
+            areas and intersections in int64, the ratio in float32).
         boxes2: (M, 4) or (B, M, 4), same rank, dtype and device.
+        fmt: the boxes' format, torchvision's axis-aligned ones: "xyxy" (x1, y1, x2, y2),
+            "xywh" (x1, y1, width, height) or "cxcywh" (center x, center y, width, height);
+            the last two are computed by the torch implementation, in torchvision's expression.
+            torchvision's rotated formats are not supported (ValueError).
         backend: "auto" (Triton on a GPU, else torch), "triton" or "torch".
 
     Returns:
         (N, M) or (B, N, M) IoUs in the boxes' dtype, float32 for integer boxes (computed in
         float32, float64 for float64; bit-identical to torchvision's float32 and float64 results).
     """
+    if fmt not in BOX_FORMATS:
+        raise _checks.ArgumentValueError(
+            f"fmt must be one of {BOX_FORMATS} (axis-aligned boxes), got {fmt!r}")
     check_boxes(boxes1, "boxes1", integer_ok=True)
     check_boxes(boxes2, "boxes2", integer_ok=True)
     if boxes2.dim() != boxes1.dim() or (boxes1.dim() == 3 and boxes1.shape[0] != boxes2.shape[0]):
@@ -46,28 +57,42 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor, *, backend: str = "auto"
     _checks.same_device(boxes2, "boxes2", boxes1, "boxes1")
     single = boxes1.dim() == 2
     a, b = (boxes1[None], boxes2[None]) if single else (boxes1, boxes2)
-    if not boxes1.dtype.is_floating_point:
-        # The Triton kernel reads float boxes; integer ones take torchvision's exact integer path.
+    if not boxes1.dtype.is_floating_point or fmt != "xyxy":
+        # The Triton kernel reads float corner boxes; integer ones take torchvision's exact
+        # integer path, and the other formats torchvision's expression for them.
         BOX_IOU.choose(boxes1.device, backend)
-        out = box_iou_torch(a, b)
+        out = box_iou_torch(a, b, fmt)
     else:
         out = BOX_IOU(boxes1.device, backend, a, b)
     return out[0] if single else out
 
 
-def box_iou_torch(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
-    """torchvision's expression in PyTorch, on (..., N, 4) x (..., M, 4), in float32 for float16
-    and bfloat16, in int64 then float32 for integer boxes."""
+def _corners_and_area(t: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(low corner, high corner, area) of (..., N, 4) boxes, as torchvision forms them per format
+    (the area of a box with a size is width * height, not a difference of corners)."""
+    if fmt == "xyxy":
+        lo, hi = t[..., :2], t[..., 2:]
+        return lo, hi, (t[..., 2] - t[..., 0]) * (t[..., 3] - t[..., 1])
+    size = t[..., 2:]
+    if fmt == "xywh":
+        lo, hi = t[..., :2], t[..., :2] + size
+    else:
+        lo, hi = t[..., :2] - size / 2, t[..., :2] + size / 2
+    return lo, hi, t[..., 2] * t[..., 3]
+
+
+def box_iou_torch(boxes1: torch.Tensor, boxes2: torch.Tensor, fmt: str = "xyxy") -> torch.Tensor:
+    """torchvision's expression in PyTorch, on (..., N, 4) x (..., M, 4) boxes of format ``fmt``,
+    in float32 for float16 and bfloat16, in int64 then float32 for integer boxes."""
     dtype = boxes1.dtype
     if dtype.is_floating_point:
         acc = _checks.acc_dtype(dtype)
     else:
         acc, dtype = torch.int64, torch.float32
-    a, b = boxes1.to(acc), boxes2.to(acc)
-    area1 = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area2 = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    lt = torch.max(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.min(a[..., :, None, 2:], b[..., None, :, 2:])
+    lo1, hi1, area1 = _corners_and_area(boxes1.to(acc), fmt)
+    lo2, hi2, area2 = _corners_and_area(boxes2.to(acc), fmt)
+    lt = torch.max(lo1[..., :, None, :], lo2[..., None, :, :])
+    rb = torch.min(hi1[..., :, None, :], hi2[..., None, :, :])
     wh = (rb - lt).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     union = area1[..., :, None] + area2[..., None, :] - inter

@@ -10,7 +10,8 @@ from mlperf_fast.optim._base import FusedOptimizer, StepInputs, check_betas, che
 class FusedAdam(FusedOptimizer):
     """Adam with ``adam_w_mode=True`` (default, as apex): decoupled weight decay (AdamW,
     p -= lr * (m^ / (sqrt(v^) + eps) + weight_decay * p)); with False, L2 decay added to the
-    gradient (torch.optim.Adam). float16 / bfloat16 params use float32 master weights."""
+    gradient (torch.optim.Adam). float16 / bfloat16 params use float32 master weights
+    (``master_weights=True``, accepted for apex's signature; False is refused)."""
 
     _zero_state = ("exp_avg", "exp_avg_sq")
 
@@ -18,9 +19,14 @@ class FusedAdam(FusedOptimizer):
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  adam_w_mode: bool = True, weight_decay: float = 0.0, amsgrad: bool = False,
                  set_grad_none: bool = True, *, capturable: bool = False,
-                 backend: str = "auto") -> None:
+                 master_weights: bool = True, backend: str = "auto") -> None:
         if amsgrad:
             raise ValueError("FusedAdam does not support the AMSGrad variant (amsgrad=True)")
+        if not master_weights:
+            # apex's master_weights=False updates half parameters in place; the kernels here
+            # take float32 weights, so low-precision parameters always get a master copy.
+            raise ValueError("FusedAdam keeps float32 master weights for float16 / bfloat16 "
+                             "parameters; master_weights=False is not supported")
         defaults = dict(lr=lr, bias_correction=bias_correction, betas=betas, eps=eps,
                         weight_decay=weight_decay)
         super().__init__(params, defaults, backend=backend, capturable=capturable)

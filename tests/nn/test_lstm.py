@@ -148,6 +148,16 @@ def test_bad_construction(kwargs, match):
         LSTM(4, 5, **kwargs)
 
 
+@pytest.mark.parametrize("args, kwargs", [
+    ((4.0, 5), {}), ((4, "5"), {}), ((True, 5), {}), ((4, 5), {"bias": 1}),
+    ((4, 5), {"batch_first": "yes"}), ((4, 5), {"num_layers": 2.0}),
+])
+def test_bad_construction_types(args, kwargs):
+    """A wrong type is a TypeError, as torch.nn.LSTM raises (its module_db error inputs)."""
+    with pytest.raises(TypeError, match="should be of type"):
+        LSTM(*args, **kwargs)
+
+
 def test_torch_sample_inputs():
     """torch's own ModuleInfo samples of nn.LSTM (every combination of bias, batch_first,
     bidirectional and proj_size, unbatched inputs with and without hx), run through ours with

@@ -36,6 +36,26 @@ def test_matches_torchvision(iou_backend, dtype, rng_seed):
         torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("fmt", ["xywh", "cxcywh"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int32],
+                         ids=["float32", "float64", "int32"])
+def test_formats_match_torchvision(iou_backend, fmt, dtype, rng_seed):
+    """torchvision's box_iou(fmt=...): the corners and areas formed from sizes as it forms them,
+    so the results are bit-identical (integer boxes: the same float32 ratio)."""
+    tv = pytest.importorskip("torchvision")
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = iou_backend.device
+    for n, m in [(1, 1), (37, 61), (0, 5)]:
+        a, b = (boxes(gen, k, torch.float64) for k in (n, m))
+        # (x1, y1, x2, y2) -> (x1, y1, w, h) or (cx, cy, w, h), then to the dtype under test
+        a, b = (torch.cat([t[:, :2] if fmt == "xywh" else (t[:, :2] + t[:, 2:]) / 2,
+                           t[:, 2:] - t[:, :2]], 1).to(dtype).to(d) for t in (a, b))
+        got = box_iou(a, b, fmt, backend=iou_backend.name)
+        want = tv.ops.box_iou(a, b, fmt=fmt)
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
 def test_batched_and_half(iou_backend, rng_seed):
     gen = torch.Generator().manual_seed(rng_seed)
     d = iou_backend.device
@@ -51,6 +71,8 @@ def test_batched_and_half(iou_backend, rng_seed):
 
 
 def test_bad_inputs():
+    with pytest.raises(ValueError, match="fmt"):
+        box_iou(torch.zeros(3, 5), torch.zeros(3, 5), fmt="cxcywhr")
     with pytest.raises(ValueError, match="boxes2"):
         box_iou(torch.zeros(3, 4), torch.zeros(2, 3, 4))
     with pytest.raises(ValueError, match="boxes1"):

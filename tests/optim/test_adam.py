@@ -45,6 +45,19 @@ def test_bad_inputs():
     p = torch.nn.Parameter(torch.randn(5))
     with pytest.raises(ValueError, match="AMSGrad"):
         FusedAdam([p], amsgrad=True)
+    with pytest.raises(ValueError, match="master_weights=False"):
+        FusedAdam([p], master_weights=False)
     p.grad = torch.randn(5).to_sparse()
     with pytest.raises(ValueError, match="sparse"):
         FusedAdam([p]).step()
+
+
+def test_apex_master_weights_argument():
+    """apex.optimizers.FusedAdam(master_weights=True) (apex's test_adam.py passes it): accepted,
+    and float16 parameters step through a float32 master copy."""
+    p = torch.nn.Parameter(torch.rand(64).half())
+    opt = FusedAdam([p], lr=1e-3, capturable=True, master_weights=True)
+    p.grad = torch.rand(64).half()
+    opt.step()
+    assert opt.state[p]["master_param"].dtype == torch.float32
+    torch.testing.assert_close(p.detach(), opt.state[p]["master_param"].half())

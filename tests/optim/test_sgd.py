@@ -82,3 +82,34 @@ def test_first_step_skipped_by_grad_scaler(backend):
 def test_bad_inputs():
     with pytest.raises(ValueError, match="nesterov"):
         FusedSGD([torch.nn.Parameter(torch.ones(2))], lr=0.1, nesterov=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["float16", "bfloat16"])
+@pytest.mark.parametrize("options", [{"momentum": 0.125},
+                                     {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-2},
+                                     {"momentum": 0.5, "dampening": 0.25}],
+                         ids=["momentum", "nesterov-wd", "dampening"])
+def test_low_precision_matches_torch_sgd_exactly(backend, dtype, options, rng_seed):
+    """float16 / bfloat16 without master weights: torch.optim.SGD's result and state to the bit
+    (apex's TestFusedSGD.test_half holds FusedSGD to torch.optim.SGD within 1e-3, less than an
+    ulp of float16 weights above 1), with no master copy in the state."""
+    gen = torch.Generator().manual_seed(rng_seed)
+    d = backend.device
+    base = [torch.rand(n, generator=gen).to(dtype) for n in (2781, 7, 1)]
+    ours = [torch.nn.Parameter(b.clone().to(d)) for b in base]
+    theirs = [torch.nn.Parameter(b.clone().to(d)) for b in base]
+    opt = FusedSGD(ours, lr=0.25, backend=backend.name, **options)
+    ref = torch.optim.SGD(theirs, lr=0.25, **options)
+    for _ in range(7):
+        for a, b in zip(ours, theirs):
+            a.grad = torch.rand(a.shape, generator=gen).to(dtype).to(d)
+            b.grad = a.grad.clone()
+        opt.step()
+        ref.step()
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)
+        # torch.optim.SGD's entry, and no master copy ("step" is every fused optimizer's count)
+        assert set(opt.state[a]) - {"step"} == set(ref.state[b]) == {"momentum_buffer"}
+        assert opt.state[a]["momentum_buffer"].dtype == dtype
+        torch.testing.assert_close(opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"],
+                                   rtol=0, atol=0)
