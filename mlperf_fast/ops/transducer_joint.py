@@ -75,14 +75,20 @@ transducer_joint_triton = custom_op(
 
 
 def transducer_joint_torch(f, g, f_lengths, target_lengths, pack_output, packed_rows):
-    """relu(f + g) on the valid lattice nodes, packed or dense (zeros outside the lengths)."""
+    """relu(f + g) on the valid lattice nodes, packed or dense (zeros outside the lengths).
+    Half-precision inputs are widened first: the sum is the same (one rounding either way) and
+    the gradients of f and g, sums over up to U and T nodes, accumulate in float32 and are
+    rounded once, as the kernel's are."""
+    dtype = f.dtype
+    acc = torch.promote_types(dtype, torch.float32)
+    f, g = f.to(acc), g.to(acc)
     if pack_output:
         b, t, u = _index(f_lengths, target_lengths)
-        return F.relu(f[b, t] + g[b, u])
+        return F.relu(f[b, t] + g[b, u]).to(dtype)
     tt = torch.arange(f.shape[1], device=f.device)[None, :, None]
     uu = torch.arange(g.shape[1], device=f.device)[None, None, :]
     valid = (tt < f_lengths[:, None, None]) & (uu <= target_lengths[:, None, None])
-    return F.relu(f[:, :, None] + g[:, None]) * valid[..., None]
+    return (F.relu(f[:, :, None] + g[:, None]) * valid[..., None]).to(dtype)
 
 
 def _float64_torch(device_type: str, size: int):

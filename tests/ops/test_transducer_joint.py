@@ -120,3 +120,30 @@ def test_bad_input():
     with pytest.raises(ValueError, match="batch_offsets"):
         rnnt_loss_packed(torch.zeros(16, 5), torch.zeros(2, 2, dtype=torch.int32), t_lens, u_lens,
                          torch.tensor([11, 16]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("pack", [True, False], ids=["packed", "dense"])
+def test_half_gradients_accumulate_in_float32(joint_backend, pack, dtype, rng_seed):
+    """f's gradient sums over the U + 1 nodes of each frame (g's over the T frames): accumulated
+    in float32 and rounded once it is within an ulp-scale 2^-9 (float16) / 2^-6 (bfloat16) of
+    its own size of the float64 sum; accumulated in the half dtype it drifts by many ulps."""
+    backend, device = joint_backend
+    gen = torch.Generator().manual_seed(rng_seed)
+    f, g, t_lens, u_lens = _case(gen, bsz=2, t_max=7, u_max=60, hid=8)
+    t_lens[:], u_lens[:] = 7, 60
+    f, g = f.to(device, dtype), g.to(device, dtype)
+    fr, gr = f.clone().requires_grad_(), g.clone().requires_grad_()
+    out, _ = transducer_joint(fr, gr, t_lens.to(device), u_lens.to(device), pack_output=pack,
+                              backend=backend)
+    assert out.dtype == dtype
+    grad = torch.randn(out.shape, generator=gen).to(device, dtype)
+    out.backward(grad)
+    f64, g64 = f.double().cpu().requires_grad_(), g.double().cpu().requires_grad_()
+    want = F.relu(f64[:, :, None] + g64[:, None])
+    want = want.reshape(-1, 8) if pack else want
+    (want * grad.double().cpu().reshape(want.shape)).sum().backward()
+    eps = 2.0 ** -9 if dtype == torch.float16 else 2.0 ** -6
+    for got, ref in ((fr.grad, f64.grad), (gr.grad, g64.grad)):
+        err = (got.double().cpu() - ref).abs()
+        assert bool((err <= eps * ref.abs() + 1e-3).all()), float(err.max())
