@@ -214,48 +214,7 @@ def test_meta_parameters_are_refused(name):
         MAKERS[name]([p]).step()
 
 
-# -- FusedSGD on low-precision parameters -------------------------------------------------------
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
-@pytest.mark.parametrize("options", [dict(momentum=0.9, nesterov=True, weight_decay=1e-3),
-                                     dict(momentum=0.9, dampening=0.1), dict()],
-                         ids=["nesterov", "dampening", "plain"])
-def test_sgd_low_precision_matches_torch_sgd(backend, dtype, options, rng_seed):
-    """The peer test's comparison (apex tests/L0/run_optimizers: FusedSGD against
-    torch.optim.SGD on float16 parameters): values and state. Both round the weights and the
-    buffer into the parameter's dtype at every step; torch.optim.SGD also rounds between its
-    operations, so the two may differ by an ulp of the dtype per step (bf16: 2^-8 relative)."""
-    steps = 2 if backend.name == "triton" else 20
-    gen = torch.Generator().manual_seed(rng_seed)
-    d = backend.device
-    base = [torch.randn(n, generator=gen).to(dtype) for n in (100, 513, 1)]
-    ours = [torch.nn.Parameter(b.clone().to(d)) for b in base]
-    theirs = [torch.nn.Parameter(b.clone().to(d)) for b in base]
-    opt = FusedSGD(ours, lr=0.05, backend=backend.name, **options)
-    ref = torch.optim.SGD(theirs, lr=0.05, **options)
-    for _ in range(steps):
-        for a, b in zip(ours, theirs):
-            a.grad = torch.randn(a.shape, generator=gen).to(dtype).to(d)
-            b.grad = a.grad.clone()
-        opt.step()
-        ref.step()
-    ulp = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}[dtype]
-    for a, b in zip(ours, theirs):
-        assert a.dtype == dtype
-        torch.testing.assert_close(a.detach().float(), b.detach().float(), rtol=steps * ulp,
-                                   atol=steps * ulp)
-        sa, sb = opt.state[a], ref.state[b]
-        assert set(sa) - {"step"} == set(sb) - {"step"}  # no master_param
-        if "momentum_buffer" in sb:
-            assert sa["momentum_buffer"].dtype == sb["momentum_buffer"].dtype == dtype
-            torch.testing.assert_close(sa["momentum_buffer"].float(),
-                                       sb["momentum_buffer"].float(), rtol=steps * ulp,
-                                       atol=steps * ulp)
-    # The state moves between the two both ways.
-    ref.load_state_dict(opt.state_dict())
-    opt.load_state_dict(ref.state_dict())
-    assert all("master_param" not in opt.state[p] for p in ours)
-
+# -- FusedSGD on low-precision parameters (their plain update: tests/optim/test_sgd.py) -------
 
 def test_sgd_master_weights_on_request():
     p = torch.nn.Parameter(torch.randn(10).half())

@@ -113,3 +113,7 @@ def test_low_precision_matches_torch_sgd_exactly(backend, dtype, options, rng_se
         assert opt.state[a]["momentum_buffer"].dtype == dtype
         torch.testing.assert_close(opt.state[a]["momentum_buffer"], ref.state[b]["momentum_buffer"],
                                    rtol=0, atol=0)
+    # The state moves between the two both ways.
+    ref.load_state_dict(opt.state_dict())
+    opt.load_state_dict(ref.state_dict())
+    assert all("master_param" not in opt.state[p] for p in ours)
