@@ -175,3 +175,10 @@ def test_two_gloo_ranks_hold_identical_weights(tmp_path):
     for name, value in a["params"].items():
         assert torch.equal(value, b["params"][name]), name
     assert a["acc"] == b["acc"]
+
+
+def test_layout_attention_and_op_backend_are_checked():
+    assert (CLOSED.layout, CLOSED.attention, CLOSED.op_backend) == ("packed", "auto", "auto")
+    for key, bad in (("layout", "jagged"), ("attention", "sdpa"), ("op_backend", "native")):
+        with pytest.raises(ValueError, match=key):
+            CLOSED.replace(**{key: bad})

@@ -75,6 +75,12 @@ class BertConfig(WorkloadConfig):
     #: tokens, attention per sequence), as the step benchmark measures BERT-large; "padded": the
     #: reference's (B, S) layout, the one the embedded target was measured with
     layout: str = "packed"
+    #: the packed layout's attention (model.py varlen_attention): "auto" (FlashAttention's
+    #: varlen kernel where the GPU takes it), "flash", "padded" (SDPA over a padded buffer)
+    attention: str = "auto"
+    #: the backend of the fused bias-GELU and bias-dropout-residual-LayerNorm ops ("auto",
+    #: "triton", "torch")
+    op_backend: str = "auto"
     #: the embedded data set (used only without a data dir): see synth.py
     embedded: bool = False
 
@@ -82,6 +88,12 @@ class BertConfig(WorkloadConfig):
         super().__post_init__()
         if self.layout not in ("packed", "padded"):
             raise ValueError(f"layout must be 'packed' or 'padded', got {self.layout!r}")
+        if self.attention not in ("auto", "flash", "padded"):
+            raise ValueError(f"attention must be 'auto', 'flash' or 'padded', got "
+                             f"{self.attention!r}")
+        if self.op_backend not in ("auto", "triton", "torch"):
+            raise ValueError(f"op_backend must be 'auto', 'triton' or 'torch', got "
+                             f"{self.op_backend!r}")
 
 
 CLOSED = BertConfig(

@@ -198,7 +198,8 @@ class BertWorkload(ModelOptimizerState, Workload):
         self.stream = pipeline.SampleStream(self.counts, ctx.seed)
         torch.manual_seed(ctx.seed)
         self.model = BertForPreTraining(model_config(cfg, self.vocab_size()),
-                                        unpad=cfg.layout == "packed").to(ctx.device)
+                                        unpad=cfg.layout == "packed", attention=cfg.attention,
+                                        op_backend=cfg.op_backend).to(ctx.device)
         if cfg.init_checkpoint:
             from mlperf_fast.workloads.bert.weights import load_checkpoint
 
