@@ -8,7 +8,8 @@ like reading, as 8 micro-batches of 16 too; and the reference as a user of a lar
 under bf16 autocast in one batch of 128 (the like-for-like peer: torchaudio's loss takes float
 logits, so they are cast). Our step is the training step of the harness (harness/step.py, with its
 one read of the non-finite flag per step). Rows report the time of one optimizer step; the shape
-column gives utterances per second.
+column gives utterances per second. A second test times ours at 128 and at 192 utterances (NVIDIA's
+per-GPU batch on the H100) in one group: the cost of the larger batch per utterance.
 
 Utterances: 12.3 s each (LibriSpeech's mean training utterance) = 410 frames after stacking by
 3, 60 sentencepiece targets. Floor: the step's matrix FLOPs (LSTM gates, joint network; forward +
@@ -28,6 +29,7 @@ from mlperf_fast.workloads.rnnt.model import RNNT
 from mlperf_fast.workloads.rnnt.workload import TrainingLoss
 
 B = 128
+BIG = 192  # NVIDIA's per-GPU batch on the H100
 MICRO = 16  # the reference's forward batch
 
 
@@ -103,3 +105,21 @@ def test_rnnt_training_step(measure):
             shape=shape("8 x 16"), flops=flops, warmup=1, repeat=5)
     measure(group, "mlperf_fast bf16 + FusedLAMB, one batch of 128", our_step(B),
             shape=shape("1 x 128"), flops=flops, warmup=1, repeat=5)
+
+
+@pytest.mark.cuda
+def test_rnnt_training_step_192(measure):
+    """Ours at NVIDIA's per-GPU batch on the H100 (192 utterances), beside ours at 128 in the
+    same run: the step's cost per utterance should not grow with the batch. (The reference
+    under bf16 autocast cannot run it: torchaudio's loss over 2.5e9 logits faults.)"""
+    torch.manual_seed(0)
+    model = RNNT(V, CLOSED.features.in_feats, CLOSED.model).cuda()
+    trainer = TrainStep(TrainingLoss(model),
+                        FusedLAMB(model.parameters(), **CLOSED.optim.lamb_kwargs()))
+    group = "RNN-T training step, closed sizes, ours at 128 and 192 utterances per GPU"
+    for b in (B, BIG):
+        inputs = synthetic_batch(b, "cuda")
+        measure(group, f"mlperf_fast bf16 + FusedLAMB, one batch of {b}",
+                lambda inputs=inputs: trainer.step([inputs], 1),
+                shape=f"B={b} (1 x {b}) T={T} U={U} V={V}", flops=_step_flops() * b / B,
+                warmup=1, repeat=5)
