@@ -31,6 +31,7 @@ graph (the packed batch's shapes change with every batch).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -133,9 +134,14 @@ def flash_varlen_usable(q: torch.Tensor) -> bool:
     if q.device.type != "cuda" or q.dtype not in (torch.float16, torch.bfloat16):
         return False
     d = q.shape[-1]
-    if d % 8 or d > 256 or not torch.backends.cuda.is_flash_attention_available():
-        return False
-    return torch.cuda.get_device_capability(q.device) >= (8, 0)
+    return d % 8 == 0 and d <= 256 and _flash_device(q.device.index)
+
+
+@cache
+def _flash_device(index: int | None) -> bool:
+    # read once per device: the check runs in every layer's attention
+    return (torch.backends.cuda.is_flash_attention_available()
+            and torch.cuda.get_device_capability(index) >= (8, 0))
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, varlen: Varlen,
