@@ -20,13 +20,14 @@ ground truth repeats them, batch by batch.
 
 Ours, as the workloads run it: RetinaNet.postprocess (the batched retinanet_postprocess op) or
 SSD's batched decode_batch, the boxes scaled to the source images, one copy to the host per
-batch, and at the end metrics.coco_map (faster-coco-eval) over the whole set. The reference's
-way: RetinaNet's port postprocesses image by image (torchvision's loops, batched_nms) and, as
-the reference's CocoEvaluator does, runs pycocotools' loadRes and COCOeval.evaluate on each
-batch, then at the end merges the per-batch results and runs accumulate and summarize; SSD's
-port decodes image by image and class by class (its NMS loop), appends one row per detection,
-and at the end runs loadRes, evaluate, accumulate and summarize over everything (train.py
-``coco_eval``).
+batch, and at the end metrics.coco_map (its vectorized evaluator) over the whole set; beside it
+the same call with backend="faster_coco_eval" (a dict per box into faster-coco-eval's C++).
+The reference's way: RetinaNet's port postprocesses image by image (torchvision's loops,
+batched_nms) and, as the reference's CocoEvaluator does, runs pycocotools' loadRes and
+COCOeval.evaluate on each batch, then at the end merges the per-batch results and runs
+accumulate and summarize; SSD's port decodes image by image and class by class (its NMS loop),
+appends one row per detection, and at the end runs loadRes, evaluate, accumulate and summarize
+over everything (train.py ``coco_eval``).
 
 The two halves are timed apart, each as its own group: one evaluation batch (rotating) and the
 end of the pass (all images, once per call: ``repeat=1``). The pass takes ``batches x per
@@ -34,6 +35,12 @@ batch + end``; the test prints that sum for both. The end rows of each model see
 detections (ours, from the rotated batches); the reference's per-image post-processing is
 checked to give them (smoke). A row of the end group runs a whole-set COCOeval per call, the
 reference's for minutes: run one test at a time (``-k retinanet``, ``-k ssd``).
+
+The end rows alone run on any machine without the networks' head outputs:
+``python bench_detection_eval.py retinanet 24781 cpu end`` draws detections straight from the
+synthetic ground truth (``synthetic_detections``: per image the cap of detections over the
+confusable classes, a few found boxes per object, the rest misplaced) and times coco_map against
+faster-coco-eval fed dicts (``all`` adds pycocotools, minutes at full size).
 
 No floor: the work is host-bound Python and C++ besides the post-processing kernels.
 """
@@ -149,6 +156,7 @@ class Case(NamedTuple):
     reference_batch: Callable[[], Any]
     ours_end: Callable[[], float]
     reference_end: Callable[[], float]
+    dict_end: Callable[[], float]  # coco_map's call fed to faster-coco-eval, a dict per box
     batch_detections: list[list[dict]]  # ours, per rotated batch
     reference_detections: Callable[[int], list[dict]]  # the port's, of a rotated batch
 
@@ -302,8 +310,9 @@ def retinanet_case(device: str = "cuda", num_images: int | None = None, cfg=None
                 for i, d in reference(r).items()]
 
     return Case("RetinaNet", val, batch, ours_batch, reference_batch,
-                lambda: coco_map(val, everything, backend="faster_coco_eval")["mAP"],
-                lambda: _reference_accumulate(gt, ids, rotated), per_batch,
+                lambda: coco_map(val, everything)["mAP"],
+                lambda: _reference_accumulate(gt, ids, rotated),
+                lambda: coco_map(val, everything, backend="faster_coco_eval")["mAP"], per_batch,
                 reference_detections)
 
 
@@ -434,8 +443,10 @@ def ssd_case(device: str = "cuda", num_images: int | None = None, cfg=None,
         return out
 
     return Case("SSD", val, batch, ours_batch, reference_batch,
-                lambda: coco_map(val, everything, backend="faster_coco_eval")["mAP"],
-                lambda: _ssd_reference_end(gt, rows), per_batch, reference_detections)
+                lambda: coco_map(val, everything)["mAP"],
+                lambda: _ssd_reference_end(gt, rows),
+                lambda: coco_map(val, everything, backend="faster_coco_eval")["mAP"], per_batch,
+                reference_detections)
 
 
 # -- the benchmarks --------------------------------------------------------------------------
@@ -449,13 +460,15 @@ def _run(case: Case, measure, shape: str) -> None:
         measure(per_batch, "reference port per image + its evaluator's per-batch work",
                 case.reference_batch, role="baseline", shape=shape, warmup=1, repeat=3,
                 min_time_s=0.0),
-        measure(end, "mlperf_fast coco_map (faster-coco-eval)", case.ours_end, shape=shape,
+        measure(end, "mlperf_fast coco_map (vectorized)", case.ours_end, shape=shape,
                 warmup=0, repeat=1, min_time_s=0.0),
+        measure(end, "faster-coco-eval fed a dict per box", case.dict_end, role="baseline",
+                shape=shape, warmup=0, repeat=1, min_time_s=0.0),
         measure(end, "reference evaluator's end (pycocotools)", case.reference_end,
                 role="baseline", shape=shape, warmup=0, repeat=1, min_time_s=0.0),
     ]
     ours = case.batches * rows[0].median_ms + rows[2].median_ms
-    ref = case.batches * rows[1].median_ms + rows[3].median_ms
+    ref = case.batches * rows[1].median_ms + rows[4].median_ms
     print(f"{case.name} validation pass ({case.batches} batches + the end): ours "
           f"{ours / 1e3:.1f} s, the reference's way {ref / 1e3:.1f} s: {ref / ours:.1f}x")
 
@@ -505,17 +518,85 @@ def smoke() -> None:
         case.reference_batch()
         assert 0.0 < case.ours_end() <= 1.0
         assert case.ours_end() == pytest.approx(case.reference_end(), abs=1e-12)
+        assert case.ours_end() == pytest.approx(case.dict_end(), abs=1e-12)
+    for which, images in (("retinanet", 64), ("ssd", 128)):  # two batches each
+        val, dets = detections_case(which, images)
+        assert coco_map(val, dets)["mAP"] == pytest.approx(
+            coco_map(val, dets, backend="pycocotools")["mAP"], abs=1e-12)
+
+
+def synthetic_detections(val: CocoSet, per_image: int, confusable: int, seed: int = 0
+                         ) -> list[dict]:
+    """Detections as coco_map takes them, drawn from ``val``'s ground truth without a network:
+    per image ``per_image`` of them over ``confusable`` classes (its own among them): three
+    found boxes per object (its class, jittered by 10% of its size, scores 0.3-1) and the rest
+    misplaced boxes of those classes (scores 0.05-0.5), sorted by score; float32 boxes and
+    scores, as the workloads hand them over."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, im in enumerate(val.images):
+        b, lab = val.boxes[i].astype(np.float64), val.labels[i]
+        rep = np.repeat(np.arange(len(b)), 3)[:per_image]
+        size = np.tile(b[rep, 2:] - b[rep, :2], 2)
+        found = b[rep] + rng.normal(0, 0.1, (len(rep), 4)) * size
+        classes = np.unique(np.concatenate([lab, rng.choice(val.num_classes, confusable,
+                                                             replace=False)]))[:confusable]
+        n = per_image - len(rep)
+        x0, y0 = rng.uniform(0, im.width - 8, n), rng.uniform(0, im.height - 8, n)
+        w = np.exp(rng.uniform(np.log(4), np.log(im.width * 0.6), n))
+        h = np.exp(rng.uniform(np.log(4), np.log(im.height * 0.6), n))
+        misplaced = np.stack([x0, y0, np.minimum(x0 + w, im.width),
+                              np.minimum(y0 + h, im.height)], 1)
+        scores = np.concatenate([rng.uniform(0.3, 1, len(rep)), rng.uniform(0.05, 0.5, n)])
+        order = np.argsort(-scores, kind="stable")
+        out.append({"image_id": im.id,
+                    "boxes": np.concatenate([found, misplaced]).astype(np.float32)[order],
+                    "scores": scores.astype(np.float32)[order],
+                    "labels": np.concatenate([lab[rep], rng.choice(classes, n)])[order]})
+    return out
+
+
+def detections_case(which: str, num_images: int, seed: int = 0) -> tuple[CocoSet, list[dict]]:
+    """The validation set of ``which`` ("retinanet": 264 classes, 300 detections per image
+    over 30 classes; "ssd": 80 classes, 200 over 20) and its ``synthetic_detections``."""
+    if which == "retinanet":
+        val = synthetic_set(num_images, 264, 32, RETINANET_SIZES, seed)
+        return val, synthetic_detections(val, 300, RETINANET_CONFUSABLE, seed)
+    val = synthetic_set(num_images, 80, 64, COCO_SIZES, seed)
+    return val, synthetic_detections(val, 200, SSD_CONFUSABLE, seed)
+
+
+def _main_end(which: str, images: int, everything: bool) -> None:
+    """The end of the pass alone: coco_map against faster-coco-eval fed dicts (and pycocotools
+    with ``everything``), each run twice (the first call also faults in fresh memory)."""
+    t = time.perf_counter()
+    val, dets = detections_case(which, images)
+    n = sum(len(d["scores"]) for d in dets)
+    print(f"{which}: {len(val)} images, {n} detections, {val.num_classes} classes; drawn in "
+          f"{time.perf_counter() - t:.0f} s")
+    backends = ["vectorized", "faster_coco_eval"] + (["pycocotools"] if everything else [])
+    for backend in backends:
+        for run in range(2):
+            t = time.perf_counter()
+            result = coco_map(val, dets, backend=backend)
+            print(f"coco_map {backend}, call {run + 1}: {time.perf_counter() - t:.2f} s "
+                  f"(mAP {result['mAP']:.12f})", flush=True)
 
 
 def main() -> None:
-    """``python bench_detection_eval.py [retinanet|ssd] [images] [device]``: the four rows'
-    times at a reduced size, printed (no results file)."""
+    """``python bench_detection_eval.py [retinanet|ssd] [images] [device] [end|all]``: the four
+    rows' times at a reduced size, printed (no results file); ``end``: the end of the pass
+    alone, on synthetic detections (``all``: with pycocotools too)."""
     from mlperf_fast.harness import timing
 
     which = sys.argv[1] if len(sys.argv) > 1 else "ssd"
     images = int(sys.argv[2]) if len(sys.argv) > 2 else None
     device = sys.argv[3] if len(sys.argv) > 3 else ("cuda" if torch.cuda.is_available()
                                                     else "cpu")
+    if len(sys.argv) > 4 and sys.argv[4] in ("end", "all"):
+        default = 24781 if which == "retinanet" else 5000
+        _main_end(which, images or default, sys.argv[4] == "all")
+        return
     t = time.perf_counter()
     case = (retinanet_case if which == "retinanet" else ssd_case)(device, images)
     print(f"{case.name}: {len(case.val)} images, {case.counts()}; set up in "
@@ -524,6 +605,7 @@ def main() -> None:
     for name, fn, repeat in (("ours per batch", case.ours_batch, 5),
                              ("reference per batch", case.reference_batch, 3),
                              ("ours end", case.ours_end, 1),
+                             ("faster-coco-eval end", case.dict_end, 1),
                              ("reference end", case.reference_end, 1)):
         times[name] = timing.median(timing.time_fn(fn, device=device, warmup=1, repeat=repeat))
         print(f"{name}: {times[name] * 1e3:.1f} ms", flush=True)

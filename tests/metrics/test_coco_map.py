@@ -1,7 +1,10 @@
 """COCO box mAP against hand-computed cases (perfect detections, one shifted box, a ranked false
 positive), against pycocotools run directly on json files (the oracle, on random sets with
-crowds, every area range and non-contiguous category ids), faster-coco-eval against pycocotools,
-empty detections, and bad input."""
+crowds, every area range and non-contiguous category ids), every backend against pycocotools,
+the vectorized evaluator's precision and recall arrays against COCOeval's on sets made to hit
+its corners (tied scores and IoUs, duplicate boxes, more than 100 detections of a class in an
+image, areas on the ranges' ends, crowd-only classes, unsorted input), empty detections, and bad
+input."""
 import json
 
 import numpy as np
@@ -16,7 +19,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 HAVE_FASTER = M._have_faster()
-BACKENDS = ["pycocotools"] + (["faster_coco_eval"] if HAVE_FASTER else [])
+BACKENDS = ["vectorized", "pycocotools"] + (["faster_coco_eval"] if HAVE_FASTER else [])
 CATS = [{"id": 90, "name": "c"}, {"id": 1, "name": "a"}, {"id": 3, "name": "b"}]
 
 
@@ -164,6 +167,12 @@ def test_bad_input():
                         "labels": [0, 0]}])
     with pytest.raises(ValueError, match="backend"):
         M.coco_map(s, [], backend="detectron")
+    for bad in ([[0, 0, np.nan, 1]], [[0, 0, 1, np.inf]]):
+        with pytest.raises(ValueError, match="image 100: boxes and scores must be finite"):
+            M.coco_map(s, [{"image_id": 100, "boxes": bad, "scores": [1], "labels": [0]}])
+    with pytest.raises(ValueError, match="must be finite"):
+        M.coco_map(s, [{"image_id": 100, "boxes": [[0, 0, 1, 1]], "scores": [np.nan],
+                        "labels": [0]}])
 
 
 def test_ground_truth_document():
@@ -173,3 +182,121 @@ def test_ground_truth_document():
                                    "bbox": [10.0, 10.0, 40.0, 20.0], "area": 800.0,
                                    "iscrowd": 1}]
     json.dumps(doc)  # plain JSON types
+
+
+# -- the vectorized evaluator against COCOeval's own arrays ----------------------------------
+def _corner_case(seed: int):
+    """A small random set and detections that hit COCOeval's corners: integer boxes (exact IoU
+    ties) or heavily tied scores, duplicate ground-truth and detection boxes, crowds, areas on
+    the small / medium / large ends, images in id order or not, classes with only crowds or no
+    ground truth, and sometimes more than 100 detections of a class in an image."""
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(1, 5))
+    cats = [{"id": int(i), "name": f"c{i}"} for i in rng.choice(1000, k, replace=False)]
+    images, boxes, labels, crowd, areas = [], [], [], [], []
+    for i in range(int(rng.integers(1, 16))):
+        w, h = int(rng.integers(20, 300)), int(rng.integers(20, 300))
+        images.append(C.CocoImage(1000 - 7 * i if seed % 2 else 5 + 3 * i, f"{i}.jpg", w, h))
+        n = int(rng.integers(0, 10))
+        bw = np.exp(rng.uniform(np.log(2), np.log(w), n))
+        bh = np.exp(rng.uniform(np.log(2), np.log(h), n))
+        x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+        b = np.stack([x0, y0, x0 + bw, y0 + bh], 1)
+        b = np.round(b) if seed % 3 == 0 else b
+        if n > 1 and rng.random() < 0.5:
+            b[1] = b[0]
+        ar = (bw * bh * rng.uniform(0.3, 1.2, n)).astype(np.float32)
+        if n and rng.random() < 0.4:
+            ar[0] = rng.choice([32.0 ** 2, 96.0 ** 2])
+        boxes.append(b.astype(np.float32))
+        labels.append(rng.integers(0, k, n))
+        crowd.append(rng.random(n) < 0.15)
+        areas.append(ar)
+    s = C.CocoSet("gt.json", ".", images, sorted(cats, key=lambda c: c["id"]), boxes, labels,
+                  crowd, areas)
+    dets = []
+    for i, im in enumerate(images):
+        b = boxes[i].astype(np.float64)
+        rep = np.repeat(np.arange(len(b)), rng.integers(0, 4, len(b)))
+        found = b[rep] + rng.normal(0, 0.1, (len(rep), 4)) * np.tile(b[rep, 2:] - b[rep, :2], 2)
+        found = np.round(found) if seed % 3 == 0 else found
+        crowded = i == 0 and seed % 4 == 1  # 150 detections of class 0 in one image
+        extra = 150 if crowded else int(rng.integers(0, 15))
+        x, y = rng.uniform(0, im.width, extra), rng.uniform(0, im.height, extra)
+        fp = np.stack([x, y, x + rng.uniform(1, 120, extra), y + rng.uniform(1, 120, extra)], 1)
+        allb = np.concatenate([found, fp])
+        if len(allb) > 2:
+            allb[-1] = allb[0]
+        scores = rng.random(len(allb))
+        scores = np.round(scores * 5) / 5 if seed % 2 == 0 else scores
+        dets.append({"image_id": im.id, "boxes": allb.astype(np.float32),
+                     "scores": scores.astype(np.float32),
+                     "labels": np.concatenate([labels[i][rep], np.zeros(extra, np.int64)
+                                               if crowded else rng.integers(0, k, extra)])})
+    rng.shuffle(dets)
+    return s, dets
+
+
+def _cocoeval(coco: C.CocoSet, dets) -> COCOeval:
+    gt = COCO()
+    gt.dataset = M.ground_truth(coco)
+    gt.createIndex()
+    dt = COCO()
+    dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"],
+                  "annotations": M.detection_annotations(coco, dets)}
+    dt.createIndex()
+    ev = COCOeval(gt, dt, "bbox")
+    ev.evaluate(), ev.accumulate(), ev.summarize()
+    return ev
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_vectorized_equals_cocoeval_arrays(seed, capsys):
+    s, dets = _corner_case(seed)
+    ev = _cocoeval(s, dets)
+    gt, image_ids, cat_ids = M.ground_truth_boxes(s)
+    dt = M.detection_boxes(M.flatten_detections(s, dets), s, image_ids, cat_ids)
+    precision, recall = M.cocoeval_bbox(gt, dt, len(cat_ids))
+    # the same float operations in the same order: equal to the bit, not only within 1e-12
+    np.testing.assert_array_equal(precision, ev.eval["precision"])
+    np.testing.assert_array_equal(recall, ev.eval["recall"])
+    np.testing.assert_array_equal(M.summarize(precision, recall), ev.stats)
+
+
+def test_vectorized_corner_cases_are_covered():
+    """The corner cases above do reach the caps and the ties they are made for."""
+    over_cap = ties = 0
+    for seed in range(12):
+        _, dets = _corner_case(seed)
+        for d in dets:
+            _, n = np.unique(d["labels"], return_counts=True)
+            over_cap += int((n > 100).any())
+            ties += len(d["scores"]) - len(np.unique(d["scores"]))
+    assert over_cap == 3 and ties > 100
+
+
+def test_vectorized_from_file_and_annotation_id_zero(tmp_path, capsys):
+    # COCOeval tests a match by the matched annotation's id: a box with id 0 is matched (its
+    # detection is taken) but never counted as a true positive
+    images, anns, dets, _ = _random_case(5, n_images=12)
+    anns[0]["id"] = 0
+    path = tmp_path / "gt.json"
+    C.write_coco(path, images, anns, CATS)
+    coco = C.read_coco(path, tmp_path, check_files=False)
+    want = _oracle(path, coco, dets)
+    got = M.coco_map(coco, dets, backend="vectorized", from_file=True)
+    np.testing.assert_allclose([got[k] for k in M.STAT_NAMES], want, rtol=0, atol=1e-12)
+
+
+def test_first_counts():
+    npig = np.arange(0, 3000)
+    got = M._first_counts(npig)
+    for n in (1, 2, 3, 7, 99, 100, 101, 1000, 2999):
+        rc = np.arange(n + 1) / n  # COCOeval's recall after j true positives
+        np.testing.assert_array_equal(got[n], np.searchsorted(rc, M.RECALL_THRESHOLDS, "left"))
+
+
+def test_vectorized_no_ground_truth():
+    s = _set([[], []], [[], []])
+    r = M.coco_map(s, [{"image_id": 100, "boxes": [[0, 0, 5, 5]], "scores": [1], "labels": [0]}])
+    assert all(v == -1 for v in r.values())
