@@ -9,7 +9,7 @@ applies those rules; on the command line it is ``retinanet``.
 
 With several processes (torchrun) the model is data-parallel (DistributedDataParallel): each
 process trains its slice of every global batch and detects on its share of the validation
-images; the detections are gathered and scored once.
+images; rank 0 gathers the detections, scores them and sends every process the score.
 """
 from __future__ import annotations
 
@@ -236,13 +236,11 @@ class RetinaNetWorkload(ModelOptimizerState, Workload):
     def evaluate(self) -> dict[str, float]:
         from mlperf_fast.metrics.coco_map import coco_map
 
-        mine = self.detections()
-        everyone = distributed.all_gather_object(mine) if self.ctx.distributed else [mine]
+        everyone = distributed.gather_object(self.detections())  # None but on rank 0
         result = None
-        if self.ctx.rank == 0:
-            result = coco_map(self._sets[1], [d for part in everyone for d in part])
-        result = distributed.broadcast_object(result) if self.ctx.distributed else result
-        return {"mAP": result["mAP"]}
+        if everyone is not None:  # one process scores, the others wait for its number
+            result = coco_map(self._sets[1], [d for part in everyone for d in part])["mAP"]
+        return {"mAP": distributed.broadcast_object(result)}
 
 
 def coco_detections(det: Detections, image_ids: Sequence[int],

@@ -230,13 +230,11 @@ class SSDWorkload(ModelOptimizerState, Workload):
     def evaluate(self) -> dict[str, float]:
         from mlperf_fast.metrics.coco_map import coco_map
 
-        mine = self.detect()
-        everyone = distributed.all_gather_object(mine) if self.ctx.distributed else [mine]
+        everyone = distributed.gather_object(self.detect())  # None but on rank 0
         score = None
-        if self.ctx.rank == 0:  # one process scores, the others wait for its number
+        if everyone is not None:  # one process scores, the others wait for its number
             score = float(coco_map(self.val_data, [d for part in everyone for d in part])["mAP"])
-        score = distributed.broadcast_object(score) if self.ctx.distributed else score
-        return {"mAP": score}
+        return {"mAP": distributed.broadcast_object(score)}
 
 
 def coco_detections(det: Detections, image_ids: Sequence[int], sizes: torch.Tensor
