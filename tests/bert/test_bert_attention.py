@@ -51,8 +51,9 @@ def test_choices_are_checked():
                                varlen_attention(q, k, v, varlen, impl="padded"))
     with pytest.raises(ValueError, match="attention must be one of"):
         BertForPreTraining(SMALL, attention="sdpa")
-    with pytest.raises(ValueError, match="op_backend must be one of"):
-        BertForPreTraining(SMALL, op_backend="cuda")
+    for bad in ("cuda", "native"):
+        with pytest.raises(ValueError, match="op_backend must be one of"):
+            BertForPreTraining(SMALL, op_backend=bad)
 
 
 @pytest.mark.cuda

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlperf_fast.ops import bias_dropout_add_layer_norm, bias_gelu
-from mlperf_fast.ops._library import BACKENDS
 from mlperf_fast.workloads.bert.reference import (
     BERT_LARGE,
     MASK_ADDER,
@@ -125,6 +124,8 @@ class Varlen:
 
 
 ATTENTION_IMPLS = ("auto", "flash", "padded")
+#: the fused ops' backends (neither has a native kernel)
+OP_BACKENDS = ("auto", "triton", "torch")
 
 
 def flash_varlen_usable(q: torch.Tensor) -> bool:
@@ -306,8 +307,8 @@ class BertForPreTraining(nn.Module):
             raise TypeError(f"config must be a BertModelConfig, got {type(config).__name__}")
         if attention not in ATTENTION_IMPLS:
             raise ValueError(f"attention must be one of {ATTENTION_IMPLS}, got {attention!r}")
-        if op_backend not in BACKENDS:
-            raise ValueError(f"op_backend must be one of {BACKENDS}, got {op_backend!r}")
+        if op_backend not in OP_BACKENDS:
+            raise ValueError(f"op_backend must be one of {OP_BACKENDS}, got {op_backend!r}")
         c, h = config, config.hidden_size
         self.config, self.unpad = config, bool(unpad)
         self.attention, self.op_backend = attention, op_backend
