@@ -60,7 +60,7 @@ import pytest
 import torch
 
 from mlperf_fast.data.coco import CocoImage, CocoSet
-from mlperf_fast.metrics.coco_map import coco_map, ground_truth
+from mlperf_fast.metrics.coco_map import coco_map, detections_by_image, ground_truth
 
 ROTATE = 2
 GT_MEAN = 6.3  # 1 + Poisson(6.3) ground-truth boxes per image
@@ -258,7 +258,6 @@ def retinanet_case(device: str = "cuda", num_images: int | None = None, cfg=None
     from mlperf_fast.workloads.retinanet.config import CLOSED, OPENIMAGES_VAL
     from mlperf_fast.workloads.retinanet.model import RetinaNet
     from mlperf_fast.workloads.retinanet.reference import ReferenceRetinaNet, scale_boxes
-    from mlperf_fast.workloads.retinanet.workload import coco_detections
 
     cfg = cfg or CLOSED
     batch = batch or cfg.eval_batch_size
@@ -273,7 +272,7 @@ def retinanet_case(device: str = "cuda", num_images: int | None = None, cfg=None
     def ours(r: int) -> list[dict]:
         logits, deltas, sizes = heads[r]
         det = model.postprocess(logits, deltas, size, sizes)
-        return coco_detections(det, _batch_ids(val, batch, r))
+        return detections_by_image(det, _batch_ids(val, batch, r))
 
     def reference(r: int) -> dict[int, dict]:
         logits, deltas, sizes = heads[r]

@@ -85,6 +85,11 @@ class FlatDetections(NamedTuple):
         return np.repeat(self.image_ids, self.counts)
 
 
+def _xywh(xyxy: np.ndarray) -> np.ndarray:
+    """(n, 4) XYXY boxes as COCO's XYWH."""
+    return np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+
+
 def _lookup(table: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Indices of ``values`` in the sorted ``table``, and whether each is there."""
     pos = np.searchsorted(table, values)
@@ -136,6 +141,20 @@ def flatten_detections(coco: CocoSet, detections: Sequence[dict]) -> FlatDetecti
     return flat
 
 
+def detections_by_image(det: Any, image_ids: Sequence[int],
+                        valid: Sequence[bool] | None = None) -> list[dict]:
+    """A batch of padded detections (``mlperf_fast.ops.nms.Detections``: ``boxes`` (B, K, 4),
+    ``scores`` (B, K), ``labels`` (B, K) contiguous, ``counts`` (B,), the first counts[b] of
+    image b; any device) as ``coco_map`` takes them, on the CPU: per image {"image_id", "boxes"
+    (k, 4) float32 numpy XYXY, "scores" (k,) float32, "labels" (k,)}, the images whose
+    ``valid`` is False (a batch's padding) left out."""
+    boxes, scores = det.boxes.float().cpu().numpy(), det.scores.float().cpu().numpy()
+    labels, counts = det.labels.cpu().numpy(), det.counts.cpu().tolist()
+    return [{"image_id": int(image_id), "boxes": boxes[j, :counts[j]],
+             "scores": scores[j, :counts[j]], "labels": labels[j, :counts[j]]}
+            for j, image_id in enumerate(image_ids) if valid is None or valid[j]]
+
+
 def ground_truth(coco: CocoSet) -> dict:
     """The set as a COCO json document (images, annotations with XYWH boxes, categories)."""
     images = [{"id": im.id, "file_name": im.file_name, "width": im.width, "height": im.height}
@@ -145,7 +164,7 @@ def ground_truth(coco: CocoSet) -> dict:
         b = np.asarray(coco.boxes[i], dtype=np.float64).reshape(-1, 4)
         if len(b) == 0:
             continue
-        xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1).tolist()
+        xywh = _xywh(b).tolist()
         cats = coco.category_ids(coco.labels[i]).tolist()
         areas = coco.area(i).astype(np.float64).tolist()
         crowd = np.asarray(coco.iscrowd[i], dtype=bool).tolist()
@@ -163,7 +182,7 @@ def detection_annotations(coco: CocoSet, detections: Sequence[dict] | FlatDetect
     flat = detections if isinstance(detections, FlatDetections) else \
         flatten_detections(coco, detections)
     b = flat.boxes
-    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+    xywh = _xywh(b)
     area = (xywh[:, 2] * xywh[:, 3]).tolist()
     cats = coco.category_ids(flat.labels).tolist()
     return [{"id": k + 1, "image_id": i, "category_id": c, "bbox": box, "score": s, "area": a,
@@ -217,7 +236,7 @@ def ground_truth_boxes(coco: CocoSet) -> tuple[EvalBoxes, np.ndarray, np.ndarray
     gt = EvalBoxes(
         np.repeat(np.searchsorted(sorted_ids, ids), counts),
         np.searchsorted(cat_ids, coco.category_ids(_flat_of(coco.labels, np.int64))),
-        np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1),
+        _xywh(b),
         area.astype(np.float64), _flat_of(coco.iscrowd, bool), np.zeros(n), np.ones(n, bool))
     return gt, sorted_ids, cat_ids
 
@@ -260,7 +279,7 @@ def detection_boxes(flat: FlatDetections, coco: CocoSet, sorted_ids: np.ndarray,
         raise ValueError(f"coco_map: {coco.annotation_file} has no category "
                          f"{coco.category_id(int(np.argmin(known)))}")
     b = flat.boxes
-    xywh = np.concatenate([b[:, :2], b[:, 2:] - b[:, :2]], axis=1)
+    xywh = _xywh(b)
     n = len(b)
     return EvalBoxes(np.repeat(image, flat.counts), label_cat[flat.labels], xywh,
                      xywh[:, 2] * xywh[:, 3], np.zeros(n, bool), flat.scores, np.ones(n, bool))

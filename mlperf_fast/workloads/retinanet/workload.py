@@ -14,7 +14,6 @@ images; rank 0 gathers the detections, scores them and sends every process the s
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -23,7 +22,6 @@ from mlperf_fast.harness import distributed
 from mlperf_fast.harness.step import TrainStep
 from mlperf_fast.harness.timing import Stopwatch
 from mlperf_fast.harness.workload import DataError, ModelOptimizerState, RunContext, Workload
-from mlperf_fast.ops.nms import Detections
 from mlperf_fast.optim.adam import FusedAdam
 from mlperf_fast.optim.schedules import retinanet_warmup_factor, set_lr
 from mlperf_fast.workloads.retinanet.config import CONFIGS, RetinaNetConfig
@@ -210,6 +208,7 @@ class RetinaNetWorkload(ModelOptimizerState, Workload):
         """This rank's detections of its share of the validation images: per image
         {"image_id", "boxes" (k, 4) float32 numpy XYXY of the original image, "scores",
         "labels"}."""
+        from mlperf_fast.metrics.coco_map import detections_by_image
         from mlperf_fast.workloads.retinanet.pipeline import eval_batches
 
         cfg, ctx = self.config, self.ctx
@@ -229,7 +228,7 @@ class RetinaNetWorkload(ModelOptimizerState, Workload):
                     det = self.model.detect(images, sizes)
             else:
                 det = self.model.detect(images, sizes)
-            out += coco_detections(det, ids, valid)
+            out += detections_by_image(det, ids, valid)
         self.model.train()
         return out
 
@@ -241,23 +240,6 @@ class RetinaNetWorkload(ModelOptimizerState, Workload):
         if everyone is not None:  # one process scores, the others wait for its number
             result = coco_map(self._sets[1], [d for part in everyone for d in part])["mAP"]
         return {"mAP": distributed.broadcast_object(result)}
-
-
-def coco_detections(det: Detections, image_ids: Sequence[int],
-                    valid: Sequence[bool] | None = None) -> list[dict]:
-    """A batch's ``Detections`` (model.detect) as metrics.coco_map takes them, on the CPU: per
-    image {"image_id", "boxes" (k, 4) float32 numpy XYXY, "scores" (k,), "labels" (k,) int64},
-    the images whose ``valid`` is False (a batch's padding) left out."""
-    boxes, scores = det.boxes.float().cpu(), det.scores.float().cpu()
-    labels, counts = det.labels.cpu(), det.counts.cpu().tolist()
-    out = []
-    for j, image_id in enumerate(image_ids):
-        if valid is not None and not valid[j]:
-            continue
-        n = counts[j]
-        out.append({"image_id": int(image_id), "boxes": boxes[j, :n].numpy(),
-                    "scores": scores[j, :n].numpy(), "labels": labels[j, :n].numpy()})
-    return out
 
 
 WORKLOAD = RetinaNetWorkload

@@ -1,6 +1,6 @@
 """SSD as a Workload: COCO 2017 (or the embedded detection set in the same layout), the
 optimized SSD (model.py), momentum SGD with weight decay on the reference's warmup and step
-schedule, box mAP (pycocotools' COCOeval through mlperf_fast.metrics.coco_map) on the
+schedule, box mAP (COCOeval's, through mlperf_fast.metrics.coco_map) on the
 validation images every 5 epochs (the embedded config: every epoch).
 
 With several processes (torchrun) the model is data-parallel (DistributedDataParallel): each
@@ -243,14 +243,11 @@ def coco_detections(det: Detections, image_ids: Sequence[int], sizes: torch.Tens
     metrics.coco_map takes them, on the CPU: per image {"image_id", "boxes" (k, 4) float32
     numpy XYXY in the pixels of its stored image, whose (H, W) is ``sizes[j]``, "scores" (k,),
     "labels" (k,) int64 contiguous 0..C-2}."""
+    from mlperf_fast.metrics.coco_map import detections_by_image
+
     scale = sizes[:, [1, 0, 1, 0]].to(det.boxes.device)[:, None, :]  # (W, H, W, H)
-    boxes = (det.boxes.float() * scale).cpu().numpy()
-    scores = det.scores.float().cpu().numpy()
-    labels = (det.labels - 1).cpu().numpy()
-    counts = det.counts.cpu().tolist()
-    return [{"image_id": int(image_id), "boxes": boxes[j, :counts[j]],
-             "scores": scores[j, :counts[j]], "labels": labels[j, :counts[j]]}
-            for j, image_id in enumerate(image_ids)]
+    return detections_by_image(det._replace(boxes=det.boxes.float() * scale,
+                                            labels=det.labels - 1), image_ids)
 
 
 WORKLOAD = SSDWorkload
